@@ -1,0 +1,159 @@
+// The activation table: every activation's forward and derivative side by side,
+// shared by every kernel (the TF glue and the Python layer use the same names).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+namespace fusedlayers {
+
+// Order is part of the op ABI: the TF ops carry the activation as a string, and the
+// glue maps it to this enum through kActivationNames, so renumbering is safe but
+// renaming is not.
+enum class Activation : int {
+  kLinear = 0,
+  kRelu,
+  kRelu6,
+  kLeakyRelu,
+  kElu,
+  kSelu,
+  kGelu,      // exact: 0.5 z (1 + erf(z / sqrt 2)), Keras's default gelu
+  kGeluTanh,  // the tanh approximation
+  kSigmoid,
+  kTanh,
+  kSilu,
+  kSoftplus,
+  kCount
+};
+
+inline constexpr const char* kActivationNames[] = {
+    "linear", "relu", "relu6", "leaky_relu", "elu", "selu",
+    "gelu", "gelu_tanh", "sigmoid", "tanh", "silu", "softplus"};
+static_assert(sizeof(kActivationNames) / sizeof(kActivationNames[0]) ==
+                  static_cast<int>(Activation::kCount),
+              "every activation needs a name");
+
+// Keras's keras.activations.leaky_relu default.
+inline constexpr float kDefaultLeakySlope = 0.2f;
+
+// Returns false when `name` is not in the table.
+inline bool activation_from_name(const std::string& name, Activation* out) {
+  for (int i = 0; i < static_cast<int>(Activation::kCount); ++i) {
+    if (name == kActivationNames[i]) {
+      *out = static_cast<Activation>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+inline std::string activation_name_list() {
+  std::string all;
+  for (int i = 0; i < static_cast<int>(Activation::kCount); ++i) {
+    if (i) all += ", ";
+    all += kActivationNames[i];
+  }
+  return all;
+}
+
+// An activation with its parameter (only leaky_relu has one).
+struct ActivationSpec {
+  Activation kind = Activation::kLinear;
+  float slope = kDefaultLeakySlope;
+};
+
+namespace act_constants {
+inline constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+inline constexpr double kSeluScale = 1.0507009873554804934193349852946;
+inline constexpr double kSqrtHalf = 0.70710678118654752440084436210485;
+inline constexpr double kInvSqrt2Pi = 0.39894228040143267793994605993438;
+inline constexpr double kSqrt2OverPi = 0.79788456080286535587989211986876;
+inline constexpr double kGeluTanhCoeff = 0.044715;
+}  // namespace act_constants
+
+// The gradient needs the pre-activation z (rather than the output y) only for these,
+// and for leaky_relu with a negative slope (y no longer tells the sign of z).
+inline bool grad_needs_preactivation(ActivationSpec a) {
+  switch (a.kind) {
+    case Activation::kGelu:
+    case Activation::kGeluTanh:
+    case Activation::kSilu:
+    case Activation::kSoftplus:
+      return true;
+    case Activation::kLeakyRelu:
+      return a.slope < 0.0f;
+    default:
+      return false;
+  }
+}
+
+template <typename Acc>
+inline Acc stable_sigmoid(Acc z) {
+  if (z >= Acc(0)) return Acc(1) / (Acc(1) + std::exp(-z));
+  const Acc e = std::exp(z);
+  return e / (Acc(1) + e);
+}
+
+template <typename Acc>
+inline Acc activation_forward(ActivationSpec a, Acc z) {
+  using namespace act_constants;
+  switch (a.kind) {
+    case Activation::kLinear: return z;
+    case Activation::kRelu: return z > Acc(0) ? z : Acc(0);
+    case Activation::kRelu6: return z > Acc(0) ? (z < Acc(6) ? z : Acc(6)) : Acc(0);
+    case Activation::kLeakyRelu: return z > Acc(0) ? z : Acc(a.slope) * z;
+    case Activation::kElu: return z > Acc(0) ? z : std::expm1(z);
+    case Activation::kSelu:
+      return Acc(kSeluScale) * (z > Acc(0) ? z : Acc(kSeluAlpha) * std::expm1(z));
+    // erfc keeps full relative precision for negative z, where 1 + erf cancels.
+    case Activation::kGelu: return Acc(0.5) * z * std::erfc(-z * Acc(kSqrtHalf));
+    case Activation::kGeluTanh: {
+      const Acc inner = Acc(kSqrt2OverPi) * (z + Acc(kGeluTanhCoeff) * z * z * z);
+      return Acc(0.5) * z * (Acc(1) + std::tanh(inner));
+    }
+    case Activation::kSigmoid: return stable_sigmoid(z);
+    case Activation::kTanh: return std::tanh(z);
+    case Activation::kSilu: return z * stable_sigmoid(z);
+    case Activation::kSoftplus:
+      return std::log1p(std::exp(-std::fabs(z))) + (z > Acc(0) ? z : Acc(0));
+    default: return z;
+  }
+}
+
+// d act / d z, from whichever of y (output) and z (pre-activation) the activation
+// needs (see grad_needs_preactivation); the other argument is ignored.
+template <typename Acc>
+inline Acc activation_derivative(ActivationSpec a, Acc y, Acc z) {
+  using namespace act_constants;
+  switch (a.kind) {
+    case Activation::kLinear: return Acc(1);
+    case Activation::kRelu: return y > Acc(0) ? Acc(1) : Acc(0);
+    case Activation::kRelu6: return (y > Acc(0) && y < Acc(6)) ? Acc(1) : Acc(0);
+    case Activation::kLeakyRelu:
+      if (a.slope < 0.0f) return z > Acc(0) ? Acc(1) : Acc(a.slope);
+      return y > Acc(0) ? Acc(1) : Acc(a.slope);
+    case Activation::kElu: return y > Acc(0) ? Acc(1) : y + Acc(1);
+    case Activation::kSelu:
+      return y > Acc(0) ? Acc(kSeluScale) : y + Acc(kSeluScale * kSeluAlpha);
+    case Activation::kGelu:
+      return Acc(0.5) * std::erfc(-z * Acc(kSqrtHalf)) +
+             z * Acc(kInvSqrt2Pi) * std::exp(Acc(-0.5) * z * z);
+    case Activation::kGeluTanh: {
+      const Acc inner = Acc(kSqrt2OverPi) * (z + Acc(kGeluTanhCoeff) * z * z * z);
+      const Acc t = std::tanh(inner);
+      const Acc dinner = Acc(kSqrt2OverPi) * (Acc(1) + Acc(3 * kGeluTanhCoeff) * z * z);
+      return Acc(0.5) * (Acc(1) + t) + Acc(0.5) * z * (Acc(1) - t * t) * dinner;
+    }
+    case Activation::kSigmoid: return y * (Acc(1) - y);
+    case Activation::kTanh: return Acc(1) - y * y;
+    case Activation::kSilu: {
+      const Acc s = stable_sigmoid(z);
+      return s * (Acc(1) + z * (Acc(1) - s));
+    }
+    case Activation::kSoftplus: return stable_sigmoid(z);
+    default: return Acc(1);
+  }
+}
+
+}  // namespace fusedlayers

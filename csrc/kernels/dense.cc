@@ -1,0 +1,65 @@
+// Fused dense on the GEMM engine: the forward is one GEMM with the bias + activation
+// epilogue; the backward is two GEMMs whose packing applies act' to dy, the second
+// one carrying an extra row of ones so that db comes out with dW.
+#include "dense.h"
+
+#include "dtype.h"
+#include "gemm_operands.h"
+
+namespace fusedlayers {
+
+template <typename T>
+void dense_forward(const DenseForwardArgs<T>& a, TaskRunner& runner) {
+  using Acc = acc_t<T>;
+  const auto x_src = strided_source<T, Acc>(a.x, a.m, a.k, a.k, 1);
+  const auto wt_src = strided_source<T, Acc>(a.w, a.n, a.k, 1, a.n);  // Wᵀ: n x k
+  gemm<Acc>(x_src, wt_src,
+            [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+              const int64_t off = i0 * a.n + j0;
+              epilogue_bias_act<T, Acc>(tile, ld, mi, nj, a.bias, j0, a.act, a.y + off, a.n,
+                                        a.z ? a.z + off : nullptr);
+            },
+            runner);
+}
+
+template <typename T>
+void dense_backward(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
+  using Acc = acc_t<T>;
+  const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
+
+  // dx [m, k] = dz [m, n] · Wᵀ; B seen as n-depth rows of W.
+  const auto dz_rows = strided_source<T, Acc>(a.dy, a.m, a.n, a.n, 1, &prologue);
+  const auto w_rows = strided_source<T, Acc>(a.w, a.k, a.n, a.n, 1);
+  gemm<Acc>(dz_rows, w_rows,
+            [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+              for (int64_t i = 0; i < mi; ++i)
+                for (int64_t j = 0; j < nj; ++j)
+                  a.dx[(i0 + i) * a.k + j0 + j] = store_as<T>(tile[i * ld + j]);
+            },
+            runner);
+
+  // [dW; db] [k + 1, n] = [xᵀ; 1ᵀ] [k + 1, m] · dz [m, n].
+  const bool with_bias = a.db != nullptr;
+  const auto xt_rows = strided_source<T, Acc>(a.x, a.k, a.m, 1, a.k, nullptr, with_bias);
+  const auto dzt_rows = strided_source<T, Acc>(a.dy, a.n, a.m, 1, a.n, &prologue);
+  gemm<Acc>(xt_rows, dzt_rows,
+            [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+              for (int64_t i = 0; i < mi; ++i) {
+                const int64_t row = i0 + i;
+                T* out = row < a.k ? a.dw + row * a.n : a.db;
+                for (int64_t j = 0; j < nj; ++j) out[j0 + j] = store_as<T>(tile[i * ld + j]);
+              }
+            },
+            runner);
+}
+
+#define FUSEDLAYERS_INSTANTIATE_DENSE(T)                                      \
+  template void dense_forward<T>(const DenseForwardArgs<T>&, TaskRunner&); \
+  template void dense_backward<T>(const DenseBackwardArgs<T>&, TaskRunner&);
+FUSEDLAYERS_INSTANTIATE_DENSE(float)
+FUSEDLAYERS_INSTANTIATE_DENSE(double)
+FUSEDLAYERS_INSTANTIATE_DENSE(bfloat16_t)
+FUSEDLAYERS_INSTANTIATE_DENSE(float16_t)
+#undef FUSEDLAYERS_INSTANTIATE_DENSE
+
+}  // namespace fusedlayers

@@ -1,0 +1,11 @@
+"""Fused neural-network layers for TensorFlow: C++ custom ops under lazily built tf.Modules."""
+
+from fusedlayers import _loader  # noqa: F401  (loads the ops and checks TF's version first)
+from fusedlayers import activations, ops
+from fusedlayers.build_info import build_info
+from fusedlayers.dense import Dense
+from fusedlayers.layer import Layer
+
+__version__ = "0.1.0"
+
+__all__ = ["Dense", "Layer", "activations", "build_info", "ops"]

@@ -1,0 +1,5 @@
+"""The fused ops: thin wrappers over the C++ custom ops, with their gradients registered."""
+
+from fusedlayers.ops._dense import fused_dense
+
+__all__ = ["fused_dense"]

@@ -1,0 +1,216 @@
+"""fl.ops.fused_dense against tf.matmul + bias_add + activation, forward and gradients."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fusedlayers as fl
+from conftest import FLOAT_DTYPES, assert_close
+from fusedlayers.activations import NAMES, reference
+
+SHAPES = [  # (x shape, units)
+    ((1, 1), 1),
+    ((7, 13), 5),
+    ((2, 3, 17), 9),
+    ((2, 2, 3, 6), 4),
+    ((0, 8), 3),
+    ((33, 70), 129),
+]
+
+
+def stock_dense(x, kernel, bias, activation):
+    z = tf.tensordot(x, kernel, axes=[[x.shape.rank - 1], [0]])
+    if bias is not None:
+        z = z + bias
+    return reference(activation)(z)
+
+
+def random(shape, dtype, scale=1.0):
+    return tf.cast(np.random.uniform(-scale, scale, size=shape), dtype)
+
+
+@pytest.mark.parametrize("activation", NAMES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("x_shape,units", SHAPES)
+def test_forward_matches_stock(activation, dtype, x_shape, units):
+    x = random(x_shape, dtype, 2.0)
+    kernel = random((x_shape[-1], units), dtype, 0.5)
+    bias = random((units,), dtype, 0.5)
+    expected = stock_dense(tf.cast(x, tf.float64), tf.cast(kernel, tf.float64),
+                           tf.cast(bias, tf.float64), activation)
+    actual = fl.ops.fused_dense(x, kernel, bias, activation=activation)
+    assert actual.dtype == dtype
+    assert_close(actual, expected, dtype)
+
+
+@pytest.mark.parametrize("activation", ["linear", "gelu", "relu"])
+def test_forward_without_bias(activation):
+    x, kernel = random((9, 5), tf.float32), random((5, 6), tf.float32)
+    assert_close(fl.ops.fused_dense(x, kernel, activation=activation),
+                 stock_dense(x, kernel, None, activation))
+
+
+def test_rank1_input_is_one_row():
+    x, kernel, bias = random((5,), tf.float32), random((5, 3), tf.float32), random((3,), tf.float32)
+    assert_close(fl.ops.fused_dense(x, kernel, bias, "tanh"),
+                 stock_dense(x[tf.newaxis], kernel, bias, "tanh")[0])
+
+
+def test_zero_depth_gives_activation_of_bias():
+    x, kernel, bias = tf.zeros((4, 0)), tf.zeros((0, 3)), random((3,), tf.float32)
+    assert_close(fl.ops.fused_dense(x, kernel, bias, "sigmoid"),
+                 tf.broadcast_to(tf.sigmoid(bias), (4, 3)))
+
+
+def test_leaky_relu_slope_from_partial():
+    import functools
+
+    import keras
+
+    act = functools.partial(keras.activations.leaky_relu, negative_slope=0.05)
+    x, kernel = random((6, 4), tf.float32, 3.0), random((4, 5), tf.float32)
+    assert_close(fl.ops.fused_dense(x, kernel, activation=act),
+                 tf.nn.leaky_relu(x @ kernel, alpha=0.05))
+
+
+@pytest.mark.parametrize("activation", NAMES)
+def test_gradient_numerically(activation):
+    """Theoretical vs numerical Jacobians in float64 for x, kernel and bias."""
+    x = random((3, 4), tf.float64, 2.0)
+    kernel = random((4, 5), tf.float64)
+    bias = random((5,), tf.float64)
+    theoretical, numerical = tf.test.compute_gradient(
+        lambda x, k, b: fl.ops.fused_dense(x, k, b, activation=activation), [x, kernel, bias])
+    for t, n in zip(theoretical, numerical):
+        np.testing.assert_allclose(t, n, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", NAMES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_gradient_matches_stock_autodiff(activation, dtype, use_bias):
+    x = random((2, 5, 11), dtype, 2.0)
+    kernel = random((11, 7), dtype)
+    bias = random((7,), dtype) if use_bias else None
+    upstream = random((2, 5, 7), dtype)
+
+    def grads(fn, dt):
+        xs = [tf.cast(v, dt) for v in (x, kernel) + ((bias,) if use_bias else ())]
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            y = fn(xs[0], xs[1], xs[2] if use_bias else None, activation)
+            loss = tf.reduce_sum(y * tf.cast(upstream, dt))
+        return tape.gradient(loss, xs)
+
+    expected = grads(stock_dense, tf.float64)
+    actual = grads(lambda x, k, b, a: fl.ops.fused_dense(x, k, b, activation=a), dtype)
+    for a, e in zip(actual, expected):
+        assert a.dtype == dtype
+        assert_close(a, e, dtype, rtol=None if dtype != tf.float32 else 2e-5)
+
+
+def test_gradient_of_empty_batch_is_zero():
+    x, kernel, bias = tf.zeros((0, 4)), random((4, 3), tf.float32), random((3,), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch([x, kernel, bias])
+        y = fl.ops.fused_dense(x, kernel, bias, "relu")
+    dx, dk, db = tape.gradient(y, [x, kernel, bias])
+    assert dx.shape == (0, 4)
+    np.testing.assert_array_equal(dk, np.zeros((4, 3)))
+    np.testing.assert_array_equal(db, np.zeros((3,)))
+
+
+def test_tf_function_with_unknown_batch():
+    kernel, bias = random((6, 4), tf.float32), random((4,), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32)])
+    def f(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fl.ops.fused_dense(x, kernel, bias, "gelu")
+            loss = tf.reduce_sum(y)
+        return y, tape.gradient(loss, x)
+
+    for batch in (1, 5, 0):
+        x = random((batch, 6), tf.float32)
+        y, dx = f(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y_ref = stock_dense(x, kernel, bias, "gelu")
+            loss_ref = tf.reduce_sum(y_ref)
+        assert_close(y, y_ref)
+        assert_close(dx, tape.gradient(loss_ref, x))
+
+
+class TestErrors:
+    def test_unknown_activation(self):
+        with pytest.raises(ValueError, match="relu6"):
+            fl.ops.fused_dense(tf.ones((2, 3)), tf.ones((3, 4)), activation="mish")
+
+    def test_integer_input(self):
+        with pytest.raises(TypeError, match="x must be one of"):
+            fl.ops.fused_dense(tf.ones((2, 3), tf.int32), tf.ones((3, 4)))
+
+    def test_dtype_mismatch(self):
+        with pytest.raises(TypeError, match="kernel must have the input's dtype float32"):
+            fl.ops.fused_dense(tf.ones((2, 3)), tf.ones((3, 4), tf.float64))
+
+    def test_depth_mismatch(self):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"kernel must have shape \[K, N\]"):
+            fl.ops.fused_dense(tf.ones((2, 3)), tf.ones((4, 4)))
+
+    def test_kernel_rank(self):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="kernel must have rank 2"):
+            fl.ops.fused_dense(tf.ones((2, 3)), tf.ones((3, 4, 1)))
+
+    def test_x_rank0(self):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="x must have rank >= 2"):
+            fl.ops.fused_dense(tf.ones(()), tf.ones((1, 4)))
+
+    def test_bias_shape(self):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"bias must have shape \[N\] = \[4\]"):
+            fl.ops.fused_dense(tf.ones((2, 3)), tf.ones((3, 4)), tf.ones((5,)))
+
+    def test_shape_function_rejects_at_trace_time(self):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3]), tf.TensorSpec([5, 2])])
+        def f(x, k):
+            return fl.ops.fused_dense(x, k)
+
+        with pytest.raises(ValueError, match=r"kernel must have shape \[K, N\]"):
+            f.get_concrete_function()
+
+    def test_output_size_overflow(self):
+        # A [2^40, 0] input is empty, but its output [2^40, 2^30] would not fit in int64.
+        x = tf.zeros((2**40, 0))
+        with pytest.raises(tf.errors.InvalidArgumentError, match="overflows int64"):
+            fl.ops.fused_dense(x, tf.zeros((0, 2**30)))
+
+    def test_grad_op_checks_dy(self):
+        from fusedlayers._loader import gen_ops
+
+        with pytest.raises(tf.errors.InvalidArgumentError, match="dy must have the forward"):
+            gen_ops.fused_layers_fused_dense_grad(
+                dy=tf.ones((2, 5)), x=tf.ones((2, 3)), kernel=tf.ones((3, 4)),
+                y=tf.ones((2, 4)), preactivation=tf.ones((0,)), activation="relu")
+
+    def test_grad_op_checks_preactivation(self):
+        from fusedlayers._loader import gen_ops
+
+        with pytest.raises(tf.errors.InvalidArgumentError, match="preactivation must have"):
+            gen_ops.fused_layers_fused_dense_grad(
+                dy=tf.ones((2, 4)), x=tf.ones((2, 3)), kernel=tf.ones((3, 4)),
+                y=tf.ones((2, 4)), preactivation=tf.ones((0,)), activation="gelu")
+
+    def test_op_rejects_unknown_activation_attr(self):
+        from fusedlayers._loader import gen_ops
+
+        with pytest.raises(tf.errors.InvalidArgumentError, match="activation must be one of"):
+            gen_ops.fused_layers_fused_dense(x=tf.ones((2, 3)), kernel=tf.ones((3, 4)), bias=[],
+                                             activation="bogus")
+
+    def test_op_rejects_two_biases(self):
+        from fusedlayers._loader import gen_ops
+
+        with pytest.raises(tf.errors.InvalidArgumentError, match="num_bias must be 0 or 1"):
+            gen_ops.fused_layers_fused_dense(x=tf.ones((2, 3)), kernel=tf.ones((3, 4)),
+                                             bias=[tf.ones(4), tf.ones(4)])
