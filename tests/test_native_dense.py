@@ -1,0 +1,77 @@
+"""The dense kernels through the pybind11 module (no TensorFlow op involved) against numpy."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fusedlayers import _native
+from fusedlayers.activations import NAMES, NEEDS_PREACTIVATION
+
+# numpy versions of the activations and their derivatives, in float64.
+_SELU_A, _SELU_S = 1.6732632423543772, 1.0507009873554805
+
+
+_erf = np.vectorize(math.erf)
+
+
+def np_act(name, z, slope=0.2):
+    sig = 1 / (1 + np.exp(-z))
+    return {
+        "linear": z, "relu": np.maximum(z, 0), "relu6": np.clip(z, 0, 6),
+        "leaky_relu": np.where(z > 0, z, slope * z), "elu": np.where(z > 0, z, np.expm1(z)),
+        "selu": _SELU_S * np.where(z > 0, z, _SELU_A * np.expm1(z)),
+        "gelu": 0.5 * z * (1 + _erf(z / np.sqrt(2))),
+        "gelu_tanh": 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3))),
+        "sigmoid": sig, "tanh": np.tanh(z), "silu": z * sig, "softplus": np.logaddexp(0, z),
+    }[name]
+
+
+def np_act_grad(name, z, h=1e-6):
+    return (np_act(name, z + h) - np_act(name, z - h)) / (2 * h)
+
+
+@pytest.mark.parametrize("activation", NAMES)
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 5, 3), (13, 300, 41), (100, 17, 70)])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_forward_and_backward(activation, m, k, n, threads):
+    x = np.random.uniform(-2, 2, (m, k))
+    w = np.random.uniform(-1, 1, (k, n)) / np.sqrt(k)
+    b = np.random.uniform(-1, 1, n)
+    z_ref = x @ w + b
+    y, z = _native.dense_forward(x, w, b, activation, threads=threads)
+    np.testing.assert_allclose(y, np_act(activation, z_ref), atol=1e-12)
+    if activation in NEEDS_PREACTIVATION:
+        np.testing.assert_allclose(z, z_ref, atol=1e-12)
+    else:
+        assert z.size == 0
+
+    dy = np.random.uniform(-1, 1, (m, n))
+    # Stay clear of kinks, where the finite-difference reference is undefined.
+    dz = dy * np_act_grad(activation, z_ref)
+    if activation in ("relu", "relu6", "leaky_relu", "elu", "selu"):
+        dz = np.where(np.abs(z_ref) < 1e-4, 0, dz)
+        dy = np.where(np.abs(z_ref) < 1e-4, 0, dy)
+    dx, dw, db = _native.dense_backward(dy, x, w, y, z if z.size else None, True, activation,
+                                        threads=threads)
+    np.testing.assert_allclose(dx, dz @ w.T, atol=1e-6)
+    np.testing.assert_allclose(dw, x.T @ dz, atol=1e-6)
+    np.testing.assert_allclose(db, dz.sum(0), atol=1e-6)
+
+
+def test_float32_forward():
+    x = np.random.randn(33, 65).astype(np.float32)
+    w = np.random.randn(65, 17).astype(np.float32)
+    y, _ = _native.dense_forward(x, w, None, "relu", threads=2)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, np.maximum(x.astype(np.float64) @ w, 0), rtol=1e-5, atol=1e-4)
+
+
+def test_errors_are_value_errors():
+    with pytest.raises(ValueError, match="kernel must have shape"):
+        _native.dense_forward(np.ones((2, 3)), np.ones((4, 2)), None)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        _native.dense_forward(np.ones((2, 3)), np.ones((3, 2)), None, "mish")
+    with pytest.raises(ValueError, match="needs the pre-activation"):
+        _native.dense_backward(np.ones((2, 2)), np.ones((2, 3)), np.ones((3, 2)), np.ones((2, 2)),
+                               None, True, "gelu")
