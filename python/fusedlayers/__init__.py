@@ -5,7 +5,8 @@ from fusedlayers import activations, ops
 from fusedlayers.build_info import build_info
 from fusedlayers.dense import Dense
 from fusedlayers.layer import Layer
+from fusedlayers import keras  # registers the Keras layers, so saved models load
 
 __version__ = "0.1.0"
 
-__all__ = ["Dense", "Layer", "activations", "build_info", "ops"]
+__all__ = ["Dense", "Layer", "activations", "build_info", "keras", "ops"]
