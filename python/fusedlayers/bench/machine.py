@@ -1,0 +1,90 @@
+"""The machine a run measured: CPU, cores, versions, oneDNN, load, and its fp32 peak."""
+
+import datetime
+import os
+import platform
+import sys
+import time
+
+import keras
+import tensorflow as tf
+
+import fusedlayers as fl
+
+
+def _cpu_model(info):
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return info.get("cpu") or platform.processor() or "unknown"
+
+
+def _onednn():
+    """TensorFlow's oneDNN switch: on by default on x86 Linux, off with TF_ENABLE_ONEDNN_OPTS=0."""
+    value = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if value is None:
+        return "on (default; TF_ENABLE_ONEDNN_OPTS unset)"
+    on = value.strip().lower() not in ("0", "false", "off")
+    return f"{'on' if on else 'off'} (TF_ENABLE_ONEDNN_OPTS={value})"
+
+
+def usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def describe(argv):
+    """The header of a run: what ran, where, with which versions and under which load."""
+    info = fl.build_info()
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(["fusedlayers-bench", *argv]),
+        "cpu": _cpu_model(info),
+        "kernel_isa": info.get("kernel_isa"),
+        "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "onednn": _onednn(),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "all",
+        "platform": f"{platform.system()} {platform.machine()}",
+        "build_info": info,
+        "executable": sys.executable,
+    }
+
+
+def _matmul_peak_gflops(n=2048, repeats=5):
+    """A lower bound of the fp32 peak: the best of a few large tf.matmul calls."""
+    a = tf.random.normal([n, n])
+    b = tf.random.normal([n, n])
+    matmul = tf.function(tf.matmul)
+    matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def measure_peak():
+    """{"gflops", "method"}: the machine's fp32 peak over all usable cores.
+
+    Uses fusedlayers' native FMA probe when this build has it, else large tf.matmul calls.
+    """
+    cores = usable_cores()
+    probe = getattr(fl._native, "measure_peak_gflops", None)
+    if probe is not None:
+        return {"gflops": float(probe(threads=cores, seconds=0.2)),
+                "method": f"fusedlayers._native.measure_peak_gflops(threads={cores})"}
+    return {"gflops": _matmul_peak_gflops(),
+            "method": "best of 5 tf.matmul 2048×2048×2048 fp32 (a lower bound: no native probe "
+                      "in this build)"}

@@ -1,0 +1,160 @@
+"""Workloads: one layer (or matmul) built twice, fused and stock Keras, with the same weights."""
+
+import dataclasses
+import functools
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import fusedlayers as fl
+
+
+class Unavailable(Exception):
+    """A fused layer or op the case needs is not in this build of fusedlayers."""
+
+
+def require(path):
+    """fl.<path> (e.g. "Conv2D", "ops.fused_conv2d"), or Unavailable saying it is missing."""
+    obj = fl
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise Unavailable(f"fl.{path} is not in this build of fusedlayers")
+    return obj
+
+
+@dataclasses.dataclass
+class Contest:
+    """What is timed: fused(*args) against stock(*args); both return the tensors compared."""
+
+    fused: Callable
+    stock: Callable
+    args: tuple
+
+
+def keras_activation(name):
+    """The activation as both Keras and fused layers take it (Keras has no 'gelu_tanh' name)."""
+    if name == "gelu_tanh":
+        return functools.partial(keras.activations.gelu, approximate=True)
+    return name
+
+
+def random_tensor(rng, shape, dtype, scale=1.0):
+    return tf.cast(rng.normal(0.0, scale, size=shape).astype(np.float32), dtype)
+
+
+def forward(fn):
+    return lambda x: fn(x)
+
+
+def forward_backward(fn, variables):
+    """x, dy -> [dx, d(variables)...]: the layer's forward and its whole backward."""
+
+    def run(x, dy):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        return tape.gradient(y, [x, *variables], output_gradients=dy)
+
+    return run
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """A layer with Keras's constructor, built as fl.<kind> and as keras.layers.<kind>.
+
+    `options` are the constructor arguments besides the activation and dtype (units or
+    filters, kernel_size, strides, padding), identical for both.
+    """
+
+    kind: str  # "Dense", "Conv2D" or "Conv2DTranspose"
+    input_shape: tuple  # one example's shape, without the batch
+    options: tuple  # sorted (name, value) pairs
+
+    @classmethod
+    def make(cls, kind, input_shape, **options):
+        return cls(kind, tuple(input_shape), tuple(sorted(options.items())))
+
+    @property
+    def layer(self):
+        return self.kind.lower()
+
+    def label(self):
+        o = dict(self.options)
+        if self.kind == "Dense":
+            return f"{self.input_shape[-1]}→{o['units']}"
+        shape = "×".join(str(d) for d in self.input_shape)
+        return f"{shape}→{o['filters']} k{o['kernel_size']} s{o['strides']} {o['padding']}"
+
+    def output_shape(self, batch):
+        layer = getattr(keras.layers, self.kind)(**dict(self.options))
+        return tuple(layer.compute_output_shape((batch, *self.input_shape)))
+
+    def flops_forward(self, batch):
+        """Multiply-adds × 2 of the matmul or convolution (bias and activation not counted).
+
+        Conv2DTranspose counts every input pixel scattered through the whole kernel,
+        including the taps that 'same' padding crops.
+        """
+        o = dict(self.options)
+        if self.kind == "Dense":
+            return 2 * batch * self.input_shape[-1] * o["units"]
+        k = o["kernel_size"] ** 2
+        cin = self.input_shape[-1]
+        if self.kind == "Conv2D":
+            _, ho, wo, cout = self.output_shape(batch)
+            return 2 * batch * ho * wo * cout * k * cin
+        h, w, _ = self.input_shape
+        return 2 * batch * h * w * cin * k * o["filters"]
+
+    def build_layers(self, batch, dtype, activation, rng):
+        """(fused layer, stock layer, x): built, with the same random weights and biases."""
+        fused_cls = require(self.kind)
+        kwargs = dict(self.options, activation=keras_activation(activation), dtype=dtype)
+        stock = getattr(keras.layers, self.kind)(**kwargs)
+        fused = fused_cls(**kwargs)
+        x = random_tensor(rng, (batch, *self.input_shape), dtype)
+        stock.build(x.shape)
+        fused.build(x.shape)
+        # Keras initializes biases to zero; random ones make the comparison check the bias.
+        stock.bias.assign(random_tensor(rng, stock.bias.shape, dtype, 0.5))
+        for name in ("kernel", "bias"):
+            getattr(fused, name).assign(tf.convert_to_tensor(getattr(stock, name)))
+        return fused, stock, x
+
+    def contest(self, pass_, batch, dtype, activation, rng):
+        fused, stock, x = self.build_layers(batch, dtype, activation, rng)
+        if pass_ == "fwd":
+            return Contest(forward(fused), forward(stock), (x,))
+        dy = random_tensor(rng, self.output_shape(batch), dtype)
+        return Contest(
+            forward_backward(fused, [fused.kernel, fused.bias]),
+            forward_backward(stock, [stock.kernel, stock.bias]),
+            (x, dy),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmSpec:
+    """The engine's plain GEMM (fused_dense, no bias, linear) against tf.matmul: x[M,K] @ w[K,N]."""
+
+    k: int
+    n: int
+    kind = "GEMM"
+    layer = "gemm"
+
+    def label(self):
+        return f"{self.k}→{self.n}"
+
+    def flops_forward(self, batch):
+        return 2 * batch * self.k * self.n
+
+    def contest(self, pass_, batch, dtype, activation, rng):
+        if pass_ != "fwd" or activation != "linear":
+            raise ValueError("the GEMM workload is forward and linear only")
+        fused_dense = require("ops.fused_dense")
+        w = tf.Variable(random_tensor(rng, (self.k, self.n), dtype, self.k ** -0.5))
+        x = random_tensor(rng, (batch, self.k), dtype)
+        return Contest(lambda x: fused_dense(x, w), lambda x: tf.matmul(x, w), (x,))
