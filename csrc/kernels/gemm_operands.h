@@ -20,6 +20,20 @@ struct ActivationGradPrologue {
   ActivationSpec act;
 };
 
+// data[off] as Acc, times the prologue's derivative at `off` when `prologue` is set;
+// `use_z` (whether that derivative reads z) is hoisted out of the callers' loops.
+template <typename Acc, typename T>
+inline Acc load_with_prologue(const T* data, int64_t off,
+                              const ActivationGradPrologue<T>* prologue, bool use_z) {
+  Acc v = load_as<Acc>(data[off]);
+  if (prologue) {
+    const Acc y = prologue->y ? load_as<Acc>(prologue->y[off]) : Acc(0);
+    const Acc z = use_z ? load_as<Acc>(prologue->z[off]) : Acc(0);
+    v *= activation_derivative<Acc>(prologue->act, y, z);
+  }
+  return v;
+}
+
 // Element (r, d) = data[r * row_stride + d * depth_stride], times the prologue's
 // derivative at the same offset when `prologue` is set. With `ones_row`, one extra
 // row of ones follows the `rows` real ones: multiplying it into dz sums dz's columns,
@@ -47,15 +61,9 @@ PackSource<Acc> strided_source(const T* data, int64_t rows, int64_t depth, int64
           for (int64_t d = 0; d < nd; ++d) out[d * panel] = Acc(1);
         } else {
           const int64_t base = r * row_stride + d0 * depth_stride;
+          const ActivationGradPrologue<T>* p = has_prologue ? &pro : nullptr;
           for (int64_t d = 0; d < nd; ++d) {
-            const int64_t off = base + d * depth_stride;
-            Acc v = load_as<Acc>(data[off]);
-            if (has_prologue) {
-              const Acc y = pro.y ? load_as<Acc>(pro.y[off]) : Acc(0);
-              const Acc z = use_z ? load_as<Acc>(pro.z[off]) : Acc(0);
-              v *= activation_derivative<Acc>(pro.act, y, z);
-            }
-            out[d * panel] = v;
+            out[d * panel] = load_with_prologue<Acc>(data, base + d * depth_stride, p, use_z);
           }
         }
       }

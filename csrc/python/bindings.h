@@ -57,5 +57,6 @@ inline void require(bool ok, const std::string& message) {
 // Each area of kernels registers its entry points from its own file.
 void register_dense_bindings(py::module_& m);
 void register_gemm_bindings(py::module_& m);
+void register_conv_bindings(py::module_& m);
 
 }  // namespace fusedlayers

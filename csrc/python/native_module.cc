@@ -43,4 +43,5 @@ PYBIND11_MODULE(_native, m) {
   m.def("compiler", [] { return std::string(__VERSION__); });
   register_dense_bindings(m);
   register_gemm_bindings(m);
+  register_conv_bindings(m);
 }

@@ -1,0 +1,262 @@
+// conv2d and conv2d_transpose on the GEMM engine, from two kinds of pass over one
+// geometry:
+//   gather  (big -> small): one implicit GEMM over the small grid, each row a
+//           receptive field of the big tensor: conv2d's forward and
+//           conv2d_transpose's input gradient.
+//   scatter (small -> big): the sub-pixel decomposition, stride_h x stride_w
+//           implicit GEMMs, one per phase of the big grid, each a stride-1
+//           correlation of the small tensor with the kernel taps of that phase:
+//           conv2d_transpose's forward and conv2d's input gradient. No product
+//           with an inserted zero is ever computed.
+// The weight gradient of either op is one GEMM per pass of its forward, summing
+// dz (on the pass's output grid) times the pass's input patches over positions.
+#include "conv.h"
+
+#include <vector>
+
+#include "conv_operands.h"
+#include "dtype.h"
+
+namespace fusedlayers {
+namespace {
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+// One axis of a pass: how its grid reads the input (PatchAxis), which kernel index
+// tap t is, and which output index grid position g writes.
+struct PassAxis {
+  PatchAxis read;
+  int64_t kernel_first = 0, kernel_step = 1;
+  int64_t write_step = 1, write_offset = 0, write_size = 0;
+};
+
+struct Pass {
+  PassAxis h, w;
+};
+
+PassAxis gather_axis(const ConvAxis& a) {
+  PassAxis p;
+  p.read = PatchAxis{a.small, a.kernel, a.stride, a.dilation, -a.pad_before, a.big};
+  p.write_size = a.small;
+  return p;
+}
+
+// Phase rho of the big axis: positions i with (i + pad) % s == rho, i = j s + rho - pad,
+// receive the taps k = rho + t s from small index j - t (dilation is 1 when s > 1,
+// and for s == 1 the one phase reads j - t d).
+PassAxis scatter_axis(const ConvAxis& a, int64_t rho) {
+  const int64_t s = a.stride, p = a.pad_before;
+  const int64_t j_first = ceil_div(p - rho, s);
+  const int64_t j_last = floor_div(a.big - 1 + p - rho, s);
+  PassAxis out;
+  const int64_t taps = rho < a.kernel ? ceil_div(a.kernel - rho, s) : 0;
+  out.read = PatchAxis{std::max<int64_t>(j_last - j_first + 1, 0), taps, 1, -a.dilation, j_first,
+                       a.small};
+  out.kernel_first = rho;
+  out.kernel_step = s;
+  out.write_step = s;
+  out.write_offset = j_first * s + rho - p;
+  out.write_size = a.big;
+  return out;
+}
+
+std::vector<Pass> gather_passes(const ConvGeometry& g) {
+  return {Pass{gather_axis(g.h), gather_axis(g.w)}};
+}
+
+std::vector<Pass> scatter_passes(const ConvGeometry& g) {
+  std::vector<Pass> passes;
+  for (int64_t rh = 0; rh < g.h.stride; ++rh)
+    for (int64_t rw = 0; rw < g.w.stride; ++rw)
+      passes.push_back(Pass{scatter_axis(g.h, rh), scatter_axis(g.w, rw)});
+  return passes;
+}
+
+// Which side of the geometry a pass reads (its input); it writes the other side.
+struct Sides {
+  int64_t in_channels, out_channels;
+  int64_t in_stride, out_stride;  // channel strides inside one kernel tap
+};
+
+Sides sides_of(const ConvGeometry& g, bool input_is_big) {
+  const int64_t cb = g.big_channels, cs = g.small_channels;
+  return input_is_big ? Sides{cb, cs, cs, 1} : Sides{cs, cb, 1, cs};
+}
+
+template <typename T>
+PatchView<T> input_view(const Pass& pass, const T* data, int64_t batch, int64_t channels,
+                        const ActivationGradPrologue<T>* prologue) {
+  PatchView<T> v;
+  v.data = data;
+  v.batch = batch;
+  v.channels = channels;
+  v.h = pass.h.read;
+  v.w = pass.w.read;
+  v.has_prologue = prologue != nullptr;
+  if (prologue) v.prologue = *prologue;
+  return v;
+}
+
+// The pass's output tensor seen on its grid, one tap per position.
+template <typename T>
+PatchView<T> output_view(const Pass& pass, const T* data, int64_t batch, int64_t channels,
+                         const ActivationGradPrologue<T>* prologue) {
+  auto axis = [](const PassAxis& a) {
+    return PatchAxis{a.read.grid, 1, a.write_step, 0, a.write_offset, a.write_size};
+  };
+  PatchView<T> v;
+  v.data = data;
+  v.batch = batch;
+  v.channels = channels;
+  v.h = axis(pass.h);
+  v.w = axis(pass.w);
+  v.has_prologue = prologue != nullptr;
+  if (prologue) v.prologue = *prologue;
+  return v;
+}
+
+template <typename T>
+KernelTaps<T> kernel_taps(const Pass& pass, const ConvGeometry& g, const T* kernel,
+                          const Sides& s) {
+  KernelTaps<T> k;
+  k.kernel = kernel;
+  k.kernel_w = g.w.kernel;
+  k.tap_size = g.big_channels * g.small_channels;
+  k.first_h = pass.h.kernel_first;
+  k.step_h = pass.h.kernel_step;
+  k.taps_h = pass.h.read.taps;
+  k.first_w = pass.w.kernel_first;
+  k.step_w = pass.w.kernel_step;
+  k.taps_w = pass.w.read.taps;
+  k.in_channels = s.in_channels;
+  k.in_stride = s.in_stride;
+  k.out_channels = s.out_channels;
+  k.out_stride = s.out_stride;
+  return k;
+}
+
+// out = act(in (*) kernel + bias) over every pass (bias, z null and act linear for
+// an input gradient); `prologue` turns `in` into dz first.
+template <typename T>
+void run_forward_passes(const std::vector<Pass>& passes, const ConvGeometry& g,
+                        bool input_is_big, const T* in, const ActivationGradPrologue<T>* prologue,
+                        const T* kernel, const T* bias, ActivationSpec act, T* out, T* z,
+                        TaskRunner& runner) {
+  using Acc = acc_t<T>;
+  const Sides s = sides_of(g, input_is_big);
+  for (const Pass& pass : passes) {
+    const PatchView<T> view = input_view(pass, in, g.batch, s.in_channels, prologue);
+    const auto a = patch_rows_source<T, Acc>(view);
+    const auto b = kernel_taps_source<T, Acc>(kernel_taps(pass, g, kernel, s));
+    const int64_t grid_h = pass.h.read.grid, grid_w = pass.w.read.grid;
+    gemm<Acc>(
+        a, b,
+        [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+          for (int64_t i = 0; i < mi; ++i) {
+            const int64_t pos = i0 + i;
+            const int64_t n = pos / (grid_h * grid_w), hw = pos - n * grid_h * grid_w;
+            const int64_t gh = hw / grid_w, gw = hw - gh * grid_w;
+            const int64_t oh = gh * pass.h.write_step + pass.h.write_offset;
+            const int64_t ow = gw * pass.w.write_step + pass.w.write_offset;
+            const int64_t px =
+                ((n * pass.h.write_size + oh) * pass.w.write_size + ow) * s.out_channels + j0;
+            epilogue_bias_act<T, Acc>(tile + i * ld, ld, 1, nj, bias, j0, act, out + px, 0,
+                                      z ? z + px : nullptr);
+          }
+        },
+        runner);
+  }
+}
+
+// dkernel and dbias from dz = dy * act'(.) on the output side of `passes` and the
+// forward input `in`: per pass, C[out channel, (tap, in channel) | ones] sums
+// dz x input patches over the pass's grid.
+template <typename T>
+void run_weight_grad_passes(const std::vector<Pass>& passes, const ConvGeometry& g,
+                            bool input_is_big, const T* in, const T* dy,
+                            const ActivationGradPrologue<T>& prologue, T* dkernel, T* dbias,
+                            TaskRunner& runner) {
+  using Acc = acc_t<T>;
+  const Sides s = sides_of(g, input_is_big);
+  std::vector<Acc> bias_sum(dbias ? s.out_channels : 0, Acc(0));
+  for (const Pass& pass : passes) {
+    const auto a = patch_depth_source<T, Acc>(
+        output_view(pass, dy, g.batch, s.out_channels, &prologue), false);
+    const PatchView<T> in_view = input_view<T>(pass, in, g.batch, s.in_channels, nullptr);
+    const auto b = patch_depth_source<T, Acc>(in_view, dbias != nullptr);
+    const KernelTaps<T> taps = kernel_taps(pass, g, dkernel, s);
+    const int64_t real_cols = in_view.taps() * s.in_channels;
+    gemm<Acc>(
+        a, b,
+        [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+          for (int64_t j = j0; j < j0 + nj; ++j) {
+            const Acc* col = tile + (j - j0);
+            if (j == real_cols) {
+              for (int64_t i = 0; i < mi; ++i) bias_sum[i0 + i] += col[i * ld];
+              continue;
+            }
+            const int64_t tap = j / s.in_channels, c = j - tap * s.in_channels;
+            T* dst = dkernel + taps.tap_offset(tap) + c * s.in_stride;
+            for (int64_t i = 0; i < mi; ++i) {
+              dst[(i0 + i) * s.out_stride] = store_as<T>(col[i * ld]);
+            }
+          }
+        },
+        runner);
+  }
+  for (size_t i = 0; i < bias_sum.size(); ++i) dbias[i] = store_as<T>(bias_sum[i]);
+}
+
+template <typename T>
+void conv_forward(const ConvForwardArgs<T>& a, bool input_is_big, TaskRunner& runner) {
+  const ConvGeometry& g = a.geometry;
+  run_forward_passes<T>(input_is_big ? gather_passes(g) : scatter_passes(g), g, input_is_big,
+                        a.x, nullptr, a.kernel, a.bias, a.act, a.y, a.z, runner);
+}
+
+// The input gradient is the other op's forward applied to dz; the weight gradient
+// runs over this op's own forward passes.
+template <typename T>
+void conv_backward(const ConvBackwardArgs<T>& a, bool input_is_big, TaskRunner& runner) {
+  const ConvGeometry& g = a.geometry;
+  const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
+  const std::vector<Pass> forward = input_is_big ? gather_passes(g) : scatter_passes(g);
+  const std::vector<Pass> adjoint = input_is_big ? scatter_passes(g) : gather_passes(g);
+  run_forward_passes<T>(adjoint, g, !input_is_big, a.dy, &prologue, a.kernel, nullptr,
+                        ActivationSpec{}, a.dx, nullptr, runner);
+  run_weight_grad_passes<T>(forward, g, input_is_big, a.x, a.dy, prologue, a.dkernel, a.dbias,
+                            runner);
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(const ConvForwardArgs<T>& args, TaskRunner& runner) {
+  conv_forward(args, /*input_is_big=*/true, runner);
+}
+template <typename T>
+void conv2d_backward(const ConvBackwardArgs<T>& args, TaskRunner& runner) {
+  conv_backward(args, /*input_is_big=*/true, runner);
+}
+template <typename T>
+void conv2d_transpose_forward(const ConvForwardArgs<T>& args, TaskRunner& runner) {
+  conv_forward(args, /*input_is_big=*/false, runner);
+}
+template <typename T>
+void conv2d_transpose_backward(const ConvBackwardArgs<T>& args, TaskRunner& runner) {
+  conv_backward(args, /*input_is_big=*/false, runner);
+}
+
+#define FUSEDLAYERS_INSTANTIATE_CONV(T)                                                  \
+  template void conv2d_forward<T>(const ConvForwardArgs<T>&, TaskRunner&);             \
+  template void conv2d_backward<T>(const ConvBackwardArgs<T>&, TaskRunner&);           \
+  template void conv2d_transpose_forward<T>(const ConvForwardArgs<T>&, TaskRunner&);   \
+  template void conv2d_transpose_backward<T>(const ConvBackwardArgs<T>&, TaskRunner&);
+FUSEDLAYERS_INSTANTIATE_CONV(float)
+FUSEDLAYERS_INSTANTIATE_CONV(double)
+FUSEDLAYERS_INSTANTIATE_CONV(bfloat16_t)
+FUSEDLAYERS_INSTANTIATE_CONV(float16_t)
+#undef FUSEDLAYERS_INSTANTIATE_CONV
+
+}  // namespace fusedlayers

@@ -1,0 +1,204 @@
+"""The conv kernels through the _native harness (no TensorFlow op) against numpy references."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fusedlayers import _native
+
+
+def axis_geometry(size, kernel, stride, dilation, padding, transpose=False, output_padding=None):
+    """(big, small, pad_before) of one axis by TensorFlow's conv / Keras's conv_transpose rules."""
+    k_eff = (kernel - 1) * dilation + 1
+    if transpose:
+        small = size
+        if padding == "valid":
+            op = max(k_eff, stride) - k_eff if output_padding is None else output_padding
+            big = (size - 1) * stride + k_eff + op
+        else:
+            big = size * stride if output_padding is None else (
+                (size - 1) * stride + k_eff % 2 + output_padding)
+    else:
+        big = size
+        small = (size - k_eff) // stride + 1 if padding == "valid" else -(-size // stride)
+    pad = max((small - 1) * stride + k_eff - big, 0) // 2 if padding == "same" else 0
+    return big, small, pad
+
+
+def conv_windows(big_shape, small_hw, kernel, strides, dilations, pads):
+    """For each tap: the big-tensor slices (on a zero-padded copy) that meet the small grid."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
+    windows = []
+    for i, j in itertools.product(range(kh), range(kw)):
+        windows.append((i, j, slice(i * dh, i * dh + (small_hw[0] - 1) * sh + 1, sh),
+                        slice(j * dw, j * dw + (small_hw[1] - 1) * sw + 1, sw)))
+    padded_h = max(big_shape[1] + pads[0], (small_hw[0] - 1) * sh + (kh - 1) * dh + 1)
+    padded_w = max(big_shape[2] + pads[1], (small_hw[1] - 1) * sw + (kw - 1) * dw + 1)
+    return windows, (padded_h, padded_w)
+
+
+def pad_big(big, pads, padded_hw):
+    out = np.zeros((big.shape[0],) + padded_hw + big.shape[3:], big.dtype)
+    out[:, pads[0]:pads[0] + big.shape[1], pads[1]:pads[1] + big.shape[2]] = big
+    return out
+
+
+def ref_gather(big, kernel, small_hw, strides, dilations, pads):
+    """small[n, o] = sum_taps big[n, o * s + t * d - pad] @ kernel[t]  (conv2d)."""
+    windows, padded_hw = conv_windows(big.shape, small_hw, kernel.shape[:2], strides, dilations,
+                                      pads)
+    padded = pad_big(big, pads, padded_hw)
+    out = np.zeros((big.shape[0],) + tuple(small_hw) + (kernel.shape[3],))
+    for i, j, rows, cols in windows:
+        out += padded[:, rows, cols] @ kernel[i, j]
+    return out
+
+
+def ref_scatter(small, kernel, big_hw, strides, dilations, pads):
+    """The adjoint of ref_gather: conv2d_transpose."""
+    windows, padded_hw = conv_windows((small.shape[0],) + tuple(big_hw), small.shape[1:3],
+                                      kernel.shape[:2], strides, dilations, pads)
+    padded = np.zeros((small.shape[0],) + padded_hw + (kernel.shape[2],))
+    for i, j, rows, cols in windows:
+        padded[:, rows, cols] += small @ kernel[i, j].T
+    return padded[:, pads[0]:pads[0] + big_hw[0], pads[1]:pads[1] + big_hw[1]]
+
+
+def ref_kernel_grad(big, small_grad, kernel_shape, strides, dilations, pads):
+    windows, padded_hw = conv_windows(big.shape, small_grad.shape[1:3], kernel_shape[:2], strides,
+                                      dilations, pads)
+    padded = pad_big(big, pads, padded_hw)
+    dk = np.zeros(kernel_shape)
+    for i, j, rows, cols in windows:
+        dk[i, j] = np.einsum("nhwb,nhws->bs", padded[:, rows, cols], small_grad)
+    return dk
+
+
+def assert_close(actual, expected, dtype):
+    """Elementwise within rtol * max(1, max|expected|), rtol by dtype."""
+    rtol = 2e-5 if dtype == np.float32 else 1e-12
+    scale = max(1.0, float(np.abs(expected).max(initial=0)))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale)
+
+
+ACTIVATIONS = {  # forward and derivative (from z) in numpy
+    "linear": (lambda z: z, lambda z: np.ones_like(z)),
+    "relu": (lambda z: np.maximum(z, 0), lambda z: (z > 0).astype(z.dtype)),
+    "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
+    "elu": (lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0))),
+            lambda z: np.where(z > 0, 1.0, np.exp(np.minimum(z, 0)))),
+}
+
+CASES = [  # (batch, h, w, big C, small C, kernel, strides, dilations, padding, output_padding)
+    (2, 5, 6, 3, 4, (3, 3), (1, 1), (1, 1), "valid", None),
+    (2, 5, 6, 3, 4, (3, 3), (1, 1), (1, 1), "same", None),
+    (1, 7, 5, 2, 3, (3, 2), (2, 2), (1, 1), "same", None),
+    (3, 4, 4, 5, 2, (4, 4), (2, 2), (1, 1), "same", None),
+    (2, 4, 3, 3, 5, (2, 3), (3, 2), (1, 1), "valid", None),
+    (1, 9, 8, 2, 2, (3, 3), (1, 1), (2, 2), "same", None),
+    (1, 9, 8, 2, 2, (2, 3), (1, 1), (2, 1), "valid", None),
+    (2, 3, 4, 3, 3, (1, 1), (3, 3), (1, 1), "valid", None),
+    (2, 3, 4, 3, 3, (5, 5), (2, 3), (1, 1), "valid", (1, 2)),
+    (2, 3, 3, 3, 3, (3, 3), (2, 2), (1, 1), "same", (1, 0)),
+    (0, 3, 3, 2, 2, (3, 3), (2, 2), (1, 1), "same", None),
+    (1, 1, 1, 1, 1, (1, 1), (1, 1), (1, 1), "same", None),
+]
+
+
+def case_geometry(case, transpose):
+    batch, h, w, cb, cs, kernel, strides, dilations, padding, output_padding = case
+    axes = [axis_geometry(size, k, s, d, padding, transpose, None if output_padding is None
+                          else output_padding[i])
+            for i, (size, k, s, d) in enumerate(zip((h, w), kernel, strides, dilations))]
+    big_hw, small_hw, pads = zip(*axes)
+    return big_hw, small_hw, pads
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("case", [c for c in CASES if c[-1] is None])
+def test_conv2d_forward_and_backward(case, activation, dtype):
+    batch, h, w, cb, cs, kernel, strides, dilations, padding, _ = case
+    big_hw, small_hw, pads = case_geometry(case, transpose=False)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (batch, h, w, cb)).astype(dtype)
+    k = rng.uniform(-1, 1, kernel + (cb, cs)).astype(dtype)
+    b = rng.uniform(-1, 1, (cs,)).astype(dtype)
+    fwd, deriv = ACTIVATIONS[activation]
+    z_ref = ref_gather(x.astype(np.float64), k.astype(np.float64), small_hw, strides, dilations,
+                       pads) + b
+    y, _ = _native.conv2d_forward(x, k, b, list(strides), padding, list(dilations), activation)
+    assert_close(y, fwd(z_ref), dtype)
+
+    dy = rng.uniform(-1, 1, y.shape).astype(dtype)
+    dz = dy * deriv(z_ref)
+    dx, dk, db = _native.conv2d_backward(dy, x, k, y, None, True, list(strides), padding,
+                                         list(dilations), activation, threads=2)
+    assert_close(dx, ref_scatter(dz, k, big_hw, strides, dilations, pads), dtype)
+    assert_close(dk, ref_kernel_grad(x, dz, k.shape, strides, dilations, pads), dtype)
+    assert_close(db, dz.sum(axis=(0, 1, 2)), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("case", CASES)
+def test_conv2d_transpose_forward_and_backward(case, activation, dtype):
+    batch, h, w, cb, cs, kernel, strides, dilations, padding, output_padding = case
+    big_hw, small_hw, pads = case_geometry(case, transpose=True)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (batch, h, w, cs)).astype(dtype)
+    k = rng.uniform(-1, 1, kernel + (cb, cs)).astype(dtype)
+    b = rng.uniform(-1, 1, (cb,)).astype(dtype)
+    fwd, deriv = ACTIVATIONS[activation]
+    z_ref = ref_scatter(x.astype(np.float64), k.astype(np.float64), big_hw, strides, dilations,
+                        pads) + b
+    op = None if output_padding is None else list(output_padding)
+    y, _ = _native.conv2d_transpose_forward(x, k, b, list(strides), padding, op, list(dilations),
+                                            activation, threads=3)
+    assert_close(y, fwd(z_ref), dtype)
+
+    dy = rng.uniform(-1, 1, y.shape).astype(dtype)
+    dz = dy * deriv(z_ref)
+    dx, dk, db = _native.conv2d_transpose_backward(dy, x, k, y, None, True, list(strides), padding,
+                                                   op, list(dilations), activation, threads=2)
+    assert_close(dx, ref_gather(dz, k, small_hw, strides, dilations, pads), dtype)
+    assert_close(dk, ref_kernel_grad(dz, x, k.shape, strides, dilations, pads), dtype)
+    assert_close(db, dz.sum(axis=(0, 1, 2)), dtype)
+
+
+def test_results_do_not_depend_on_thread_count():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-1, 1, (3, 9, 9, 17)).astype(np.float32)
+    k = rng.uniform(-1, 1, (4, 4, 13, 17)).astype(np.float32)
+    runs = [_native.conv2d_transpose_forward(x, k, None, [2, 2], "same", threads=t)[0]
+            for t in (1, 2, 5)]
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r, runs[0])
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: _native.conv2d_forward(np.ones((1, 2, 2, 1)), np.ones((3, 3, 1, 1)), None),
+     "padding 'valid' needs the input height"),
+    (lambda: _native.conv2d_forward(np.ones((1, 4, 4, 2)), np.ones((3, 3, 1, 1)), None),
+     "in_channels = x's channels 2"),
+    (lambda: _native.conv2d_transpose_forward(np.ones((1, 4, 4, 2)), np.ones((3, 3, 1, 1)), None),
+     r"\[kh, kw, filters, in_channels\]"),
+    (lambda: _native.conv2d_transpose_forward(np.ones((1, 4, 4, 1)), np.ones((3, 3, 1, 1)), None,
+                                              [2, 2], "valid", [2, 0]),
+     "output_padding must be >= 0 and strictly less than strides"),
+    (lambda: _native.conv2d_forward(np.ones((1, 4, 4, 1)), np.ones((3, 3, 1, 1)), None, [0, 1]),
+     "strides must be >= 1"),
+    (lambda: _native.conv2d_forward(np.ones((1, 4, 4, 1)), np.ones((3, 3, 1, 1)), None, [2, 1],
+                                    "same", [1, 2]),
+     "strides > 1 is not supported together with dilations > 1"),
+    (lambda: _native.conv2d_forward(np.ones((1, 4, 4, 1)), np.ones((3, 3, 1, 1)), None, [1, 1],
+                                    "full"),
+     "padding must be 'valid' or 'same'"),
+    (lambda: _native.conv2d_transpose_forward(np.ones((1, 4, 4, 1)), np.ones((4, 4, 1, 1)), None,
+                                              [2, 2], "same", [0, 0]),
+     "inconsistent with the input height 4"),
+])
+def test_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
