@@ -118,9 +118,11 @@ def test_subclass_of_dense_is_not_swapped():
         def call(self, inputs):
             return 2.0 * super().call(inputs)
 
-    model = keras.Sequential([keras.Input((3,)), Scaled(2)])
+    model = keras.Sequential([keras.Input((3,)), Scaled(2, name="scaled")])
     fused = flk.fuse(model)
     assert not fused_layers(fused) and fused.fuse_report.swapped == []
+    [(path, reason)] = fused.fuse_report.kept
+    assert path.endswith("scaled") and "subclasses a stock layer" in reason
     assert_same_outputs(model, fused, random_input((2, 3)))
 
 

@@ -83,11 +83,18 @@ class _Fuser:
         self.report.swapped.append(_layer_path(layer))
         return twin
 
+    def fused_twin_or_none(self, layer):
+        """The fused twin of a supported stock layer; None (reported when stock-like) otherwise."""
+        if type(layer) in STOCK_TO_FUSED:
+            return self.fused_twin(layer)
+        if isinstance(layer, tuple(STOCK_TO_FUSED)):
+            self.report.kept.append((_layer_path(layer), (
+                f"{type(layer).__name__} subclasses a stock layer and may override its call()")))
+        return None
+
     def clone_layer(self, layer):
         """clone_model's clone_function: a fused twin, or a copy of any other layer."""
-        clone = None
-        if type(layer) in STOCK_TO_FUSED:
-            clone = self.fused_twin(layer)
+        clone = self.fused_twin_or_none(layer)
         if clone is None:
             try:
                 clone = type(layer).from_config(layer.get_config())
@@ -115,14 +122,14 @@ class _Fuser:
         if id(layer) in self.replacements:
             return self.replacements[id(layer)]
         new = layer
-        if type(layer) in STOCK_TO_FUSED:
-            twin = self.fused_twin(layer)
-            if twin is not None:
-                _copy_state(layer, twin)
-                new = twin
+        twin = self.fused_twin_or_none(layer)
+        if twin is not None:
+            _copy_state(layer, twin)
+            new = twin
         elif _is_graph_model(layer):
             new = self.clone_graph_model(layer)
         else:
+            self.replacements[id(layer)] = layer  # before recursing: attributes may loop back
             self.swap_attributes(layer)
         self.replacements[id(layer)] = new
         return new
