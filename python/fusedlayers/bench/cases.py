@@ -17,7 +17,7 @@ DTYPES = ("float32", "bfloat16")
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    group: str  # the family of workloads: mlp, activations, seed-ae, enc64, dcgan, gemm, train
+    group: str  # the workload family: mlp, activations, keras-dropin, seed-ae, enc64, dcgan, ...
     spec: object  # LayerSpec, GemmSpec or AutoEncoderSpec
     batch: int
     dtype: str
@@ -55,8 +55,8 @@ def _grid(group, specs, batches, dtypes, activations, modes, passes):
     ]
 
 
-def _dense(k, n):
-    return LayerSpec.make("Dense", (k,), units=n)
+def _dense(k, n, api="fl"):
+    return LayerSpec.make("Dense", (k,), api=api, units=n)
 
 
 def _transpose(input_shape, filters):
@@ -96,6 +96,8 @@ def full_grid():
         cases += _grid("mlp", [spec], [batch], DTYPES, ["relu"], MODES, ("fwd", "fwd+bwd"))
     cases += _grid("activations", [_dense(1024, 1024)], [256], ["float32"], ACTIVATIONS,
                    ["function"], ("fwd", "fwd+bwd"))
+    cases += _grid("keras-dropin", [_dense(256, 256, "keras"), _dense(1024, 1024, "keras")],
+                   [1, 32, 256], ["float32"], ["relu"], MODES, ("fwd", "fwd+bwd"))
     cases += _conv_cases("seed-ae", SEED_AE, 32, DTYPES, MODES, ("fwd", "fwd+bwd"))
     cases += _conv_cases("enc64", ENC64, 32, DTYPES, MODES, ("fwd", "fwd+bwd"))
     cases += _conv_cases("dcgan", DCGAN, 32, DTYPES, MODES, ("fwd", "fwd+bwd"))
@@ -116,11 +118,13 @@ def quick_grid():
                    ("fwd", "fwd+bwd"))
     cases += _grid("activations", [_dense(512, 512)], [32], ["float32"], ACTIVATIONS,
                    ["function"], ["fwd+bwd"])
+    cases += _grid("keras-dropin", [_dense(1024, 1024, "keras")], [32], ["float32"], ["relu"],
+                   ("eager", "function"), ("fwd", "fwd+bwd"))
     cases += _conv_cases("seed-ae", SEED_AE, 32, ["float32"], ["function"], ("fwd", "fwd+bwd"))
     cases += _conv_cases("dcgan", DCGAN, 16, ["float32"], ["function", "xla"],
                          ("fwd", "fwd+bwd"))
-    cases += _grid("train", [autoencoder.AutoEncoderSpec()], [64], ["float32"], ["elu"], MODES,
-                   ["train"])
+    cases += _grid("train", [autoencoder.AutoEncoderSpec()], [64], ["float32"], ["elu"],
+                   ("function", "xla"), ["train"])
     return cases
 
 

@@ -63,19 +63,21 @@ def forward_backward(fn, variables):
 
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
-    """A layer with Keras's constructor, built as fl.<kind> and as keras.layers.<kind>.
+    """A layer with Keras's constructor, built fused and as keras.layers.<kind>.
 
-    `options` are the constructor arguments besides the activation and dtype (units or
-    filters, kernel_size, strides, padding), identical for both.
+    The fused side is fl.<kind> (the tf.Module) or, with api="keras", the Keras drop-in
+    fl.keras.<kind>. `options` are the constructor arguments besides the activation and
+    dtype (units or filters, kernel_size, strides, padding), identical for both sides.
     """
 
     kind: str  # "Dense", "Conv2D" or "Conv2DTranspose"
     input_shape: tuple  # one example's shape, without the batch
     options: tuple  # sorted (name, value) pairs
+    api: str = "fl"  # "fl" or "keras"
 
     @classmethod
-    def make(cls, kind, input_shape, **options):
-        return cls(kind, tuple(input_shape), tuple(sorted(options.items())))
+    def make(cls, kind, input_shape, api="fl", **options):
+        return cls(kind, tuple(input_shape), tuple(sorted(options.items())), api)
 
     @property
     def layer(self):
@@ -111,7 +113,7 @@ class LayerSpec:
 
     def build_layers(self, batch, dtype, activation, rng):
         """(fused layer, stock layer, x): built, with the same random weights and biases."""
-        fused_cls = require(self.kind)
+        fused_cls = require(self.kind if self.api == "fl" else f"keras.{self.kind}")
         kwargs = dict(self.options, activation=keras_activation(activation), dtype=dtype)
         stock = getattr(keras.layers, self.kind)(**kwargs)
         fused = fused_cls(**kwargs)
