@@ -5,8 +5,15 @@ from fusedlayers import activations, ops
 from fusedlayers.build_info import build_info
 from fusedlayers.dense import Dense
 from fusedlayers.layer import Layer
+from fusedlayers.module import Module
+from fusedlayers.reshaping import Flatten, Reshape
+from fusedlayers.reuse import ReuseElements
+from fusedlayers.sequential import Sequential
 from fusedlayers import keras  # registers the Keras layers, so saved models load
 
 __version__ = "0.1.0"
 
-__all__ = ["Dense", "Layer", "activations", "build_info", "keras", "ops"]
+__all__ = [
+    "Dense", "Flatten", "Layer", "Module", "Reshape", "ReuseElements", "Sequential",
+    "activations", "build_info", "keras", "ops",
+]

@@ -1,7 +1,12 @@
 """Layer: the tf.Module base of every fused layer (lazy build, dtype policy, losses, config)."""
 
+import inspect
+
 import keras
 import tensorflow as tf
+
+# Layer classes by the name their configs are serialized under (see `serialize`).
+_REGISTRY = {}
 
 
 def _dtype_policy(dtype):
@@ -31,6 +36,58 @@ def _dtype_policy(dtype):
     return variable, compute, policy.name
 
 
+def registered_name(cls):
+    """The class name a config is serialized under: bare for ours, qualified for users'."""
+    if cls.__module__.split(".")[0] == "fusedlayers":
+        return cls.__name__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def serialize(layer):
+    """{'class_name', 'config'} for a Layer, the inverse of `deserialize`."""
+    if not isinstance(layer, Layer):
+        raise TypeError(f"only fusedlayers.Layer instances serialize, got {type(layer).__name__}")
+    return {"class_name": registered_name(type(layer)), "config": layer.get_config()}
+
+
+def deserialize(spec):
+    """The Layer a `serialize` result describes (its class must have been imported)."""
+    cls = _REGISTRY.get(spec.get("class_name")) if isinstance(spec, dict) else None
+    if cls is None:
+        raise ValueError(
+            f"cannot deserialize {spec!r}: expected {{'class_name': <a fusedlayers.Layer "
+            f"subclass that has been imported>, 'config': {{...}}}}; known: {sorted(_REGISTRY)}"
+        )
+    return cls.from_config(spec["config"])
+
+
+def same_configuration(a, b):
+    """Whether two layers are of one class and configuration (names aside: they differ freely)."""
+    def comparable(layer):
+        return {k: v for k, v in layer.get_config().items() if k != "name"}
+
+    return type(a) is type(b) and comparable(a) == comparable(b)
+
+
+def collect_losses(module):
+    """The losses of `module`'s sub-layers: each child with a `losses` property answers for its
+    own subtree; plain tf.Modules in between are searched through."""
+    losses, seen = [], set()
+
+    def visit(parent):
+        for child in parent._flatten(recursive=False, predicate=lambda v: isinstance(v, tf.Module)):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            if isinstance(getattr(type(child), "losses", None), property):
+                losses.extend(child.losses)
+            else:
+                visit(child)
+
+    visit(module)
+    return losses
+
+
 class Layer(tf.Module):
     """A tf.Module that creates its variables on the first call, from the input's shape.
 
@@ -38,14 +95,39 @@ class Layer(tf.Module):
     `_call(inputs)` (inputs already cast to the compute dtype) and `get_config()`.
     """
 
+    # Whether floating inputs are cast to the compute dtype before `_call` (layers that only
+    # move data around, and containers whose children cast for themselves, say False).
+    casts_inputs = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[registered_name(cls)] = cls
+
     def __init__(self, activity_regularizer=None, dtype=None, trainable=True, name=None):
         super().__init__(name=name)
         self.variable_dtype, self.compute_dtype, self._dtype_name = _dtype_policy(dtype)
-        self.trainable = bool(trainable)
-        self.activity_regularizer = keras.regularizers.get(activity_regularizer)
         self.built = False
+        self._trainable = bool(trainable)
+        self.activity_regularizer = keras.regularizers.get(activity_regularizer)
         self._regularized = []  # (regularizer, variable) pairs
         self._activity_losses = []
+
+    @property
+    def trainable(self):
+        """Whether the variables are trainable; tf.Variable fixes this at creation, so it can
+        only change before the layer is built."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        value = bool(value)
+        if self.built and value != self._trainable:
+            raise ValueError(
+                f"{self.name}: trainable cannot change after the layer is built (its tf.Variables "
+                f"were created with trainable={self._trainable}); pass trainable={value} to the "
+                f"constructor, or set it before the first call or build()"
+            )
+        self._trainable = value
 
     @property
     def dtype(self):
@@ -70,16 +152,25 @@ class Layer(tf.Module):
         return variable
 
     def build(self, input_shape):
-        """Creates the variables for inputs of `input_shape`; later calls are no-ops."""
+        """Creates the variables for inputs of `input_shape`; later calls are no-ops.
+
+        Runs eagerly even when first called inside a tf.function (init_scope), so the
+        variables exist once, are never re-created on a retrace, and a checkpoint restore
+        pending for them (restore-on-create) is applied as they are attached.
+        """
         if not self.built:
-            self._build(tf.TensorShape(input_shape))
+            with tf.init_scope():
+                self._build(tf.TensorShape(input_shape))
             self.built = True
+
+    def _build(self, input_shape):
+        """Creates the variables (override; layers without variables need not)."""
 
     def __call__(self, inputs):
         inputs = tf.convert_to_tensor(inputs)
         if not self.built:
             self.build(inputs.shape)
-        if inputs.dtype.is_floating and inputs.dtype != self.compute_dtype:
+        if self.casts_inputs and inputs.dtype.is_floating and inputs.dtype != self.compute_dtype:
             inputs = tf.cast(inputs, self.compute_dtype)
         with self.name_scope:
             outputs = self._call(inputs)
@@ -117,11 +208,25 @@ class Layer(tf.Module):
         return cls(**config)
 
     def __repr__(self):
+        """The constructor call that rebuilds this layer: its configuration, defaults left out."""
         config = self.get_config()
+        defaults = _optional_defaults(type(self), config)
         args = ", ".join(
-            f"{k}={v!r}" for k, v in config.items() if v is not None and k != "trainable"
+            f"{k}={v!r}" for k, v in config.items() if k not in defaults or defaults[k] != v
         )
         return f"{type(self).__name__}({args})"
+
+
+def _optional_defaults(cls, config):
+    """The config entries of `cls` that its optional arguments give when left out."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    required = {p.name: config[p.name] for p in params
+                if p.default is inspect.Parameter.empty and p.name in config}
+    try:
+        defaults = cls.from_config(required).get_config()
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in defaults.items() if k not in required}
 
 
 def serialize_or_none(serialize, obj):
