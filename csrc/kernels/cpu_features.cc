@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include <unistd.h>
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #define FUSEDLAYERS_X86 1
@@ -21,6 +23,29 @@ uint64_t read_xcr0() {
 }
 
 bool bit(uint32_t reg, int b) { return (reg >> b) & 1u; }
+
+// Walks the deterministic cache parameters leaf (Intel's 4 and AMD's 0x8000001D
+// share its layout) and records the data/unified cache of each level.
+void detect_caches(unsigned int leaf, CpuFeatures* f) {
+  for (unsigned int index = 0; index < 16; ++index) {
+    unsigned int eax, ebx, ecx, edx;
+    __cpuid_count(leaf, index, eax, ebx, ecx, edx);
+    const unsigned int type = eax & 0x1f;  // 0: no more caches, 1: data, 2: instruction, 3: unified
+    if (type == 0) break;
+    if (type == 2) continue;
+    const int64_t ways = ((ebx >> 22) & 0x3ff) + 1;
+    const int64_t partitions = ((ebx >> 12) & 0x3ff) + 1;
+    const int64_t line = (ebx & 0xfff) + 1;
+    const int64_t sets = static_cast<int64_t>(ecx) + 1;
+    const int64_t bytes = ways * partitions * line * sets;
+    switch ((eax >> 5) & 0x7) {
+      case 1: f->l1d_bytes = bytes; break;
+      case 2: f->l2_bytes = bytes; break;
+      case 3: f->l3_bytes = bytes; break;
+      default: break;
+    }
+  }
+}
 
 CpuFeatures detect() {
   CpuFeatures f;
@@ -72,16 +97,37 @@ CpuFeatures detect() {
     const size_t first = f.brand.find_first_not_of(' ');
     f.brand = first == std::string::npos ? std::string() : f.brand.substr(first);
   }
+
+  __get_cpuid(0x80000000, &eax, &ebx, &ecx, &edx);
+  const unsigned int max_ext_leaf = eax;
+  if (f.vendor == "GenuineIntel" && max_leaf >= 4) {
+    detect_caches(4, &f);
+  } else if (f.vendor == "AuthenticAMD" && max_ext_leaf >= 0x8000001D) {
+    detect_caches(0x8000001D, &f);
+  }
   return f;
 }
 #else
 CpuFeatures detect() { return CpuFeatures{}; }
 #endif
 
+// Fills the cache sizes cpuid did not report from sysconf (glibc knows more CPUs).
+CpuFeatures with_sysconf_caches(CpuFeatures f) {
+#ifdef _SC_LEVEL1_DCACHE_SIZE
+  if (f.l1d_bytes <= 0) f.l1d_bytes = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+  if (f.l2_bytes <= 0) f.l2_bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (f.l3_bytes <= 0) f.l3_bytes = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+  if (f.l1d_bytes < 0) f.l1d_bytes = 0;
+  if (f.l2_bytes < 0) f.l2_bytes = 0;
+  if (f.l3_bytes < 0) f.l3_bytes = 0;
+  return f;
+}
+
 }  // namespace
 
 const CpuFeatures& cpu_features() {
-  static const CpuFeatures features = detect();
+  static const CpuFeatures features = with_sysconf_caches(detect());
   return features;
 }
 

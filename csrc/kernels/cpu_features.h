@@ -2,6 +2,7 @@
 // what kernels dispatch on: wheels are built for baseline x86-64, never -march=native.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace fusedlayers {
@@ -19,6 +20,11 @@ struct CpuFeatures {
   bool avx512_bf16 = false;
   bool avx512_fp16 = false;
   bool amx_bf16 = false;
+  // Data cache sizes in bytes as one core sees them (cpuid leaf 4 on Intel,
+  // 0x8000001D on AMD, sysconf as a fallback); 0 when unknown.
+  int64_t l1d_bytes = 0;
+  int64_t l2_bytes = 0;
+  int64_t l3_bytes = 0;
   std::string vendor;
   std::string brand;
 };

@@ -3,23 +3,40 @@
 // one carrying an extra row of ones so that db comes out with dW.
 #include "dense.h"
 
+#include <type_traits>
+
 #include "dtype.h"
 #include "gemm_operands.h"
 
 namespace fusedlayers {
+
+// Where a GEMM may sum in place: the output itself when it is stored in the
+// accumulation type, else the engine's scratch.
+template <typename T, typename Acc = acc_t<T>>
+GemmAccumulator<Acc> output_accumulator(T* out, int64_t ld) {
+  if constexpr (std::is_same_v<T, Acc>) {
+    return {out, ld};
+  } else {
+    return {};
+  }
+}
 
 template <typename T>
 void dense_forward(const DenseForwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const auto x_src = strided_source<T, Acc>(a.x, a.m, a.k, a.k, 1);
   const auto wt_src = strided_source<T, Acc>(a.w, a.n, a.k, 1, a.n);  // Wᵀ: n x k
-  gemm<Acc>(x_src, wt_src,
-            [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
-              const int64_t off = i0 * a.n + j0;
-              epilogue_bias_act<T, Acc>(tile, ld, mi, nj, a.bias, j0, a.act, a.y + off, a.n,
-                                        a.z ? a.z + off : nullptr);
-            },
-            runner);
+  const GemmAccumulator<Acc> in_y = output_accumulator(a.y, a.n);
+  TileEpilogue<Acc> epilogue;
+  // Summed in place in y, a linear layer without bias is already finished.
+  if (!in_y.c || a.bias || a.z || a.act.kind != Activation::kLinear) {
+    epilogue = [&a](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+      const int64_t off = i0 * a.n + j0;
+      epilogue_bias_act<T, Acc>(tile, ld, mi, nj, a.bias, j0, a.act, a.y + off, a.n,
+                                a.z ? a.z + off : nullptr);
+    };
+  }
+  gemm<Acc>(x_src, wt_src, epilogue, runner, in_y);
 }
 
 template <typename T>
@@ -30,20 +47,23 @@ void dense_backward(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
   // dx [m, k] = dz [m, n] · Wᵀ; B seen as n-depth rows of W.
   const auto dz_rows = strided_source<T, Acc>(a.dy, a.m, a.n, a.n, 1, &prologue);
   const auto w_rows = strided_source<T, Acc>(a.w, a.k, a.n, a.n, 1);
-  gemm<Acc>(dz_rows, w_rows,
-            [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
-              for (int64_t i = 0; i < mi; ++i)
-                for (int64_t j = 0; j < nj; ++j)
-                  a.dx[(i0 + i) * a.k + j0 + j] = store_as<T>(tile[i * ld + j]);
-            },
-            runner);
+  const GemmAccumulator<Acc> in_dx = output_accumulator(a.dx, a.k);
+  TileEpilogue<Acc> store_dx;
+  if (!in_dx.c) {
+    store_dx = [&a](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+      for (int64_t i = 0; i < mi; ++i)
+        for (int64_t j = 0; j < nj; ++j)
+          a.dx[(i0 + i) * a.k + j0 + j] = store_as<T>(tile[i * ld + j]);
+    };
+  }
+  gemm<Acc>(dz_rows, w_rows, store_dx, runner, in_dx);
 
   // [dW; db] [k + 1, n] = [xᵀ; 1ᵀ] [k + 1, m] · dz [m, n].
   const bool with_bias = a.db != nullptr;
   const auto xt_rows = strided_source<T, Acc>(a.x, a.k, a.m, 1, a.k, nullptr, with_bias);
   const auto dzt_rows = strided_source<T, Acc>(a.dy, a.n, a.m, 1, a.n, &prologue);
   gemm<Acc>(xt_rows, dzt_rows,
-            [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+            [&a](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
               for (int64_t i = 0; i < mi; ++i) {
                 const int64_t row = i0 + i;
                 T* out = row < a.k ? a.dw + row * a.n : a.db;

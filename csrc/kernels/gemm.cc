@@ -1,55 +1,146 @@
-// A first, portable GEMM engine: BLIS's loops (pack A and B blocks, macro-kernel over
-// micro-tiles) with a plain C++ micro-kernel. The interface in gemm.h is what the ops
-// rely on; ISA-specific micro-kernels replace only the inside of this file.
+// The GEMM engine: BLIS's loops around a per-ISA register-tile micro-kernel.
+//
+//   task (a rectangle of C; one per thread)
+//     jc: columns in steps of nc      B block (kc x nc) packed per depth step
+//       pc: depth in steps of kc
+//         ic: rows in steps of mc     A block (mc x kc) packed, stays in L2
+//           jr: columns in steps of nr    B micro-panel (kc x nr) stays in L1
+//             ir: rows in steps of mr     micro-kernel; on the last pc, epilogue
+//
+// Block sizes come from the cache sizes found at run time; the micro-kernel and the
+// vectorized packing loops come from the ISA translation unit picked from cpuid.
 #include "gemm.h"
 
 #include <algorithm>
-#include <vector>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "cpu_features.h"
+#include "gemm_kernels.h"
 
 namespace fusedlayers {
-namespace {
 
-template <typename Acc>
-struct Blocking;
-template <>
-struct Blocking<float> {
-  static constexpr int kMR = 6, kNR = 16;
-  static constexpr int64_t kMC = 96, kNC = 1024, kKC = 256;
-};
-template <>
-struct Blocking<double> {
-  static constexpr int kMR = 6, kNR = 8;
-  static constexpr int64_t kMC = 96, kNC = 512, kKC = 256;
-};
+const IsaKernels& active_kernels() {
+  static const IsaKernels& chosen = [&]() -> const IsaKernels& {
+    const CpuFeatures& f = cpu_features();
+    const bool has_avx512 = f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma;
+    const bool has_avx2 = f.avx2 && f.fma;
+    // The highest ISA allowed: 2 avx512, 1 avx2, 0 portable.
+    int allowed = 2;
+    if (const char* forced = std::getenv("FUSEDLAYERS_ISA")) {
+      const std::string name = forced;
+      if (name == "avx2") {
+        allowed = 1;
+      } else if (name == "portable") {
+        allowed = 0;
+      } else if (!name.empty() && name != "avx512") {
+        std::fprintf(stderr,
+                     "fusedlayers: FUSEDLAYERS_ISA must be one of avx512, avx2, portable; got "
+                     "'%s', using the best the CPU has\n",
+                     forced);
+      }
+    }
+    if (has_avx512 && allowed >= 2) return avx512_kernels();
+    if (has_avx2 && allowed >= 1) return avx2_kernels();
+    return portable_kernels();
+  }();
+  return chosen;
+}
+
+const char* gemm_kernel_isa() { return active_kernels().isa; }
+
+int64_t fma_peak_flops(double seconds) {
+  constexpr int64_t kStepsPerCheck = 1 << 16;
+  const auto start = std::chrono::steady_clock::now();
+  int64_t flops = 0;
+  do {
+    flops += active_kernels().fma_chains(kStepsPerCheck);
+  } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() <
+           seconds);
+  return flops;
+}
+
+namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+int64_t round_down(int64_t a, int64_t b) { return a / b * b; }
 
-// acc_tile[MR x NR] (+)= a_panel[kc x MR]ᵀ · b_panel[kc x NR], both depth-major.
-template <typename Acc, int MR, int NR>
-void micro_kernel(int64_t kc, const Acc* a, const Acc* b, Acc* c, int64_t ldc, bool accumulate) {
-  Acc acc[MR][NR] = {};
-  for (int64_t p = 0; p < kc; ++p) {
-    const Acc* ap = a + p * MR;
-    const Acc* bp = b + p * NR;
-    for (int i = 0; i < MR; ++i) {
-      const Acc ai = ap[i];
-      for (int j = 0; j < NR; ++j) acc[i][j] += ai * bp[j];
-    }
-  }
-  for (int i = 0; i < MR; ++i) {
-    Acc* ci = c + i * ldc;
-    if (accumulate) {
-      for (int j = 0; j < NR; ++j) ci[j] += acc[i][j];
-    } else {
-      for (int j = 0; j < NR; ++j) ci[j] = acc[i][j];
-    }
-  }
+template <typename Acc>
+const MicroKernel<Acc>& micro_kernel();
+template <>
+const MicroKernel<float>& micro_kernel<float>() {
+  return active_kernels().f32;
+}
+template <>
+const MicroKernel<double>& micro_kernel<double>() {
+  return active_kernels().f64;
+}
+
+struct Blocking {
+  int64_t mc = 0, nc = 0, kc = 0;
+};
+
+// kc: B's micro-panel (kc x nr) stays in L1 while a column of micro-tiles passes
+// over it; half of L1 leaves room for A's micro-panel and the C tile.
+// mc: A's block (mc x kc) stays in L2 while every B micro-panel meets it; half of L2.
+// nc: B's block (kc x nc) is read from L2/L3 once per A block, so it is large, which
+// makes A's packing rare (once per nc columns).
+template <typename Acc>
+Blocking cache_blocking(const MicroKernel<Acc>& mk) {
+  const CpuFeatures& f = cpu_features();
+  const int64_t l1 = f.l1d_bytes > 0 ? f.l1d_bytes : 32 * 1024;
+  const int64_t l2 = f.l2_bytes > 0 ? f.l2_bytes : 256 * 1024;
+  Blocking b;
+  b.kc = std::clamp<int64_t>(round_down(l1 / 2 / (mk.nr * int64_t(sizeof(Acc))), 16), 64, 512);
+  b.mc = std::clamp<int64_t>(round_down(l2 / 2 / (b.kc * int64_t(sizeof(Acc))), mk.mr), mk.mr,
+                             round_down(1024, mk.mr));
+  b.nc = round_down(4096, mk.nr);
+  return b;
 }
 
 template <typename Acc>
+struct Engine {
+  const MicroKernel<Acc>& mk;
+  Blocking blocking;
+};
+
+template <typename Acc>
+const Engine<Acc>& engine() {
+  static const Engine<Acc> e{micro_kernel<Acc>(), cache_blocking(micro_kernel<Acc>())};
+  return e;
+}
+
+// A 64-byte-aligned buffer that only grows: per-thread packing and C scratch, so
+// the hot path allocates nothing once a thread has seen its largest problem.
+template <typename T>
+class ScratchBuffer {
+ public:
+  T* get(int64_t count) {
+    if (count > capacity_) {
+      const size_t bytes = round_up(std::max<int64_t>(count, 1) * int64_t(sizeof(T)), 64);
+      data_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+      if (!data_) throw std::bad_alloc();
+      capacity_ = count;
+    }
+    return data_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> data_;
+  int64_t capacity_ = 0;
+};
+
+template <typename Acc>
 struct ThreadScratch {
-  std::vector<Acc> packed_a, packed_b, tile;
+  ScratchBuffer<Acc> packed_a, packed_b, c;
 };
 
 template <typename Acc>
@@ -58,58 +149,187 @@ ThreadScratch<Acc>& thread_scratch() {
   return scratch;
 }
 
+// Work below this many flops per task costs less than handing it to another thread.
+constexpr int64_t kMinFlopsPerTask = int64_t(1) << 21;
+// Packing one element costs about as much as this many flops of the micro-kernel.
+constexpr int64_t kPackCostFlops = 16;
+// Without a caller accumulator, a task keeps rows x nc of C in scratch: bound it.
+constexpr int64_t kMaxScratchElements = int64_t(1) << 20;
+
+// Tasks are a tm x tn grid of C rectangles, whole micro-tiles each.
+struct Partition {
+  int64_t rows_per_task = 0, cols_per_task = 0;
+  int64_t tm = 0, tn = 0;
+};
+
+// Picks the grid that minimises one task's work (flops including padding, plus
+// packing) with at most one task per thread, and no more tasks than the problem's
+// size can feed: small M splits N, small N splits M.
+template <typename Acc>
+Partition partition(int64_t m, int64_t n, int64_t k, int threads, const Engine<Acc>& e,
+                    bool scratch_c) {
+  const int64_t mr = e.mk.mr, nr = e.mk.nr, nc = e.blocking.nc;
+  const int64_t m_units = ceil_div(m, mr), n_units = ceil_div(n, nr);
+  const int64_t depth = std::max<int64_t>(k, 1);
+  const int64_t flops = 2 * m * n * depth;
+  const int64_t max_tasks =
+      std::clamp<int64_t>(std::min<int64_t>(threads, flops / kMinFlopsPerTask), 1,
+                          m_units * n_units);
+  Partition best;
+  int64_t best_cost = -1;
+  for (int64_t tm = 1; tm <= std::min(max_tasks, m_units); ++tm) {
+    const int64_t tn = std::min(max_tasks / tm, n_units);
+    const int64_t rows = ceil_div(m_units, tm) * mr, cols = ceil_div(n_units, tn) * nr;
+    const int64_t cost =
+        2 * rows * cols * depth + kPackCostFlops * (rows * depth * ceil_div(cols, nc) + cols * depth);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best.rows_per_task = rows;
+      best.cols_per_task = cols;
+    }
+  }
+  if (scratch_c) {
+    const int64_t max_rows = std::max(mr, round_down(kMaxScratchElements / nr, mr));
+    best.rows_per_task = std::min(best.rows_per_task, max_rows);
+  }
+  best.tm = ceil_div(m, best.rows_per_task);
+  best.tn = ceil_div(n, best.cols_per_task);
+  return best;
+}
+
+template <typename Acc>
+void pack(const PackSource<Acc>& src, const MicroKernel<Acc>& mk, int64_t r0, int64_t nr,
+          int64_t d0, int64_t nd, int panel, Acc* dst) {
+  if (src.data) {
+    mk.pack(src.data, src.row_stride, src.depth_stride, r0, nr, d0, nd, panel, dst);
+  } else {
+    src.pack(r0, nr, d0, nd, panel, dst);
+  }
+}
+
+// One gemm call: everything a task needs, shared read-only by all tasks.
+template <typename Acc>
+struct GemmCall {
+  const PackSource<Acc>& a;
+  const PackSource<Acc>& b;
+  const TileEpilogue<Acc>& epilogue;
+  GemmAccumulator<Acc> accumulator;
+  const Engine<Acc>& e;
+  Partition part;
+  int64_t m, n, k;
+  int64_t kc;  // depth step: the depth split into equal steps of at most blocking.kc
+
+  void run_task(int64_t task) const {
+    const int64_t i_begin = (task / part.tn) * part.rows_per_task;
+    const int64_t j_begin = (task % part.tn) * part.cols_per_task;
+    const int64_t i_end = std::min(m, i_begin + part.rows_per_task);
+    const int64_t j_end = std::min(n, j_begin + part.cols_per_task);
+    const MicroKernel<Acc>& mk = e.mk;
+    const int64_t mr = mk.mr, nr = mk.nr;
+    ThreadScratch<Acc>& s = thread_scratch<Acc>();
+
+    const int64_t nc = accumulator.c
+                           ? e.blocking.nc
+                           : std::clamp(round_down(kMaxScratchElements / (i_end - i_begin), nr),
+                                        nr, e.blocking.nc);
+    const int64_t mc = e.blocking.mc;
+    const int64_t kc_max = std::max<int64_t>(std::min(kc, k), 1);
+    Acc* packed_a = s.packed_a.get(round_up(std::min(mc, i_end - i_begin), mr) * kc_max);
+    Acc* packed_b = s.packed_b.get(round_up(std::min(nc, j_end - j_begin), nr) * kc_max);
+
+    for (int64_t jc = j_begin; jc < j_end; jc += nc) {
+      const int64_t nc_cur = std::min(nc, j_end - jc);
+      // C for rows [i_begin, i_end) x columns [jc, jc + nc_cur): the caller's
+      // accumulator, or per-thread scratch holding just this rectangle.
+      Acc* c_base = accumulator.c;
+      int64_t ldc = accumulator.ldc, row0 = 0, col0 = 0;
+      if (!c_base) {
+        ldc = round_up(nc_cur, 16);
+        c_base = s.c.get((i_end - i_begin) * ldc);
+        row0 = i_begin;
+        col0 = jc;
+      }
+      auto c_at = [&](int64_t i, int64_t j) { return c_base + (i - row0) * ldc + (j - col0); };
+
+      if (k == 0) {
+        for (int64_t i = i_begin; i < i_end; ++i) std::fill(c_at(i, jc), c_at(i, jc) + nc_cur, Acc(0));
+        if (epilogue) {
+          for (int64_t jr = 0; jr < nc_cur; jr += nr)
+            for (int64_t i = i_begin; i < i_end; i += mr)
+              epilogue(i, std::min(mr, i_end - i), jc + jr, std::min(nr, nc_cur - jr),
+                       c_at(i, jc + jr), ldc);
+        }
+        continue;
+      }
+
+      for (int64_t pc = 0; pc < k; pc += kc) {
+        const int64_t kc_cur = std::min(kc, k - pc);
+        const bool last = pc + kc_cur >= k;
+        pack(b, mk, jc, nc_cur, pc, kc_cur, static_cast<int>(nr), packed_b);
+        for (int64_t ic = i_begin; ic < i_end; ic += mc) {
+          const int64_t mc_cur = std::min(mc, i_end - ic);
+          pack(a, mk, ic, mc_cur, pc, kc_cur, static_cast<int>(mr), packed_a);
+          for (int64_t jr = 0; jr < nc_cur; jr += nr) {
+            const int cols = static_cast<int>(std::min(nr, nc_cur - jr));
+            const Acc* b_panel = packed_b + jr * kc_cur;
+            for (int64_t ir = 0; ir < mc_cur; ir += mr) {
+              const int rows = static_cast<int>(std::min(mr, mc_cur - ir));
+              Acc* c_tile = c_at(ic + ir, jc + jr);
+              mk.by_rows[rows](kc_cur, packed_a + ir * kc_cur, b_panel, c_tile, ldc, cols, pc > 0);
+              // The micro-tile is final and still in L1: finish it now.
+              if (last && epilogue) epilogue(ic + ir, rows, jc + jr, cols, c_tile, ldc);
+            }
+          }
+        }
+      }
+    }
+  }
+};
+
 }  // namespace
 
 template <typename Acc>
 void gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpilogue<Acc>& epilogue,
-          TaskRunner& runner) {
-  using B = Blocking<Acc>;
-  constexpr int MR = B::kMR, NR = B::kNR;
+          TaskRunner& runner, GemmAccumulator<Acc> accumulator) {
   const int64_t m = a.rows, n = b.rows, k = a.depth;
   if (m <= 0 || n <= 0) return;
-
-  // Split N finer when M alone cannot keep every thread busy (small batches).
-  const int64_t mc = std::min<int64_t>(B::kMC, round_up(m, MR));
-  const int64_t m_blocks = ceil_div(m, mc);
-  const int64_t want_n_blocks = ceil_div(std::max(1, runner.num_threads()), m_blocks);
-  const int64_t nc = std::min<int64_t>(B::kNC, round_up(ceil_div(n, want_n_blocks), NR));
-  const int64_t n_blocks = ceil_div(n, nc);
-
-  runner.run(m_blocks * n_blocks, [&](int64_t task) {
-    const int64_t i0 = (task / n_blocks) * mc, j0 = (task % n_blocks) * nc;
-    const int64_t mi = std::min(mc, m - i0), nj = std::min(nc, n - j0);
-    const int64_t mi_padded = round_up(mi, MR), nj_padded = round_up(nj, NR);
-    ThreadScratch<Acc>& s = thread_scratch<Acc>();
-    const int64_t kc_max = std::min<int64_t>(B::kKC, std::max<int64_t>(k, 1));
-    s.packed_a.resize(mi_padded * kc_max);
-    s.packed_b.resize(nj_padded * kc_max);
-    s.tile.resize(mi_padded * nj_padded);
-    const int64_t ld = nj_padded;
-    if (k == 0) std::fill(s.tile.begin(), s.tile.end(), Acc(0));
-
-    for (int64_t p0 = 0; p0 < k; p0 += B::kKC) {
-      const int64_t kc = std::min<int64_t>(B::kKC, k - p0);
-      const bool last = p0 + kc >= k;
-      a.pack(i0, mi, p0, kc, MR, s.packed_a.data());
-      b.pack(j0, nj, p0, kc, NR, s.packed_b.data());
-      for (int64_t ir = 0; ir < mi; ir += MR) {
-        for (int64_t jr = 0; jr < nj; jr += NR) {
-          micro_kernel<Acc, MR, NR>(kc, s.packed_a.data() + ir * kc, s.packed_b.data() + jr * kc,
-                                    s.tile.data() + ir * ld + jr, ld, p0 > 0);
-        }
-        // The strip of MR rows is finished and hot: hand it to the epilogue now.
-        if (last) epilogue(i0 + ir, std::min<int64_t>(MR, mi - ir), j0, nj, s.tile.data() + ir * ld, ld);
-      }
-    }
-    if (k == 0) epilogue(i0, mi, j0, nj, s.tile.data(), ld);
-  });
+  const Engine<Acc>& e = engine<Acc>();
+  const int64_t depth_steps = ceil_div(std::max<int64_t>(k, 1), e.blocking.kc);
+  const GemmCall<Acc> call{a,
+                           b,
+                           epilogue,
+                           accumulator,
+                           e,
+                           partition(m, n, k, runner.num_threads(), e, accumulator.c == nullptr),
+                           m,
+                           n,
+                           k,
+                           ceil_div(std::max<int64_t>(k, 1), depth_steps)};
+  const int64_t tasks = call.part.tm * call.part.tn;
+  if (tasks == 1) {
+    call.run_task(0);
+  } else {
+    runner.run(tasks, [&call](int64_t task) { call.run_task(task); });
+  }
 }
 
-const char* gemm_kernel_isa() { return "portable"; }
+template <typename Acc>
+GemmBlocking gemm_blocking() {
+  const Engine<Acc>& e = engine<Acc>();
+  GemmBlocking b;
+  b.mr = e.mk.mr;
+  b.nr = e.mk.nr;
+  b.mc = e.blocking.mc;
+  b.nc = e.blocking.nc;
+  b.kc = e.blocking.kc;
+  return b;
+}
 
+template GemmBlocking gemm_blocking<float>();
+template GemmBlocking gemm_blocking<double>();
 template void gemm<float>(const PackSource<float>&, const PackSource<float>&,
-                          const TileEpilogue<float>&, TaskRunner&);
+                          const TileEpilogue<float>&, TaskRunner&, GemmAccumulator<float>);
 template void gemm<double>(const PackSource<double>&, const PackSource<double>&,
-                           const TileEpilogue<double>&, TaskRunner&);
+                           const TileEpilogue<double>&, TaskRunner&, GemmAccumulator<double>);
 
 }  // namespace fusedlayers

@@ -11,11 +11,17 @@
 namespace fusedlayers {
 
 // A matrix the engine packs from, seen as rows x depth: A is m x k, and B is given
-// transposed, as n x k, so both operands pack the same way.
+// transposed, as n x k, so both operands pack the same way. Either `data` is set (a
+// plain strided matrix, element (r, d) at data[r * row_stride + d * depth_stride],
+// which the engine packs with its own vectorized loops) or `pack` is (any other
+// source: other element types, prologues, extra rows).
 template <typename Acc>
 struct PackSource {
   int64_t rows = 0;
   int64_t depth = 0;
+  const Acc* data = nullptr;
+  int64_t row_stride = 0;
+  int64_t depth_stride = 0;
   // Writes rows [r0, r0 + nr) x depth [d0, d0 + nd) as micro-panels of `panel` rows,
   // depth-major inside a panel: element (r, d) lands at
   //   dst[((r - r0) / panel) * panel * nd + (d - d0) * panel + (r - r0) % panel].
@@ -30,14 +36,42 @@ template <typename Acc>
 using TileEpilogue = std::function<void(int64_t i0, int64_t mi, int64_t j0, int64_t nj,
                                         const Acc* tile, int64_t ld)>;
 
+// Where the engine may keep C while it sums over the depth: row-major, element
+// (i, j) at c[i * ldc + j]. Given one (e.g. the op's float output), the engine
+// accumulates there and the epilogue receives tiles pointing into it, which it may
+// overwrite in place; an empty epilogue then leaves the plain product there.
+// Without one, the engine keeps C in its own per-thread scratch.
+template <typename Acc>
+struct GemmAccumulator {
+  Acc* c = nullptr;
+  int64_t ldc = 0;
+};
+
 // C[m, n] = A[m, k] · B[k, n] with a.rows == m, b.rows == n, a.depth == b.depth == k.
-// k == 0 yields zero tiles; m == 0 or n == 0 calls nothing. The summation order of
-// each element is fixed by k alone, so results are identical for any thread count.
+// k == 0 yields zero tiles; m == 0 or n == 0 calls nothing. Tiles reach the epilogue
+// one micro-tile at a time (a few rows x a few dozen columns), just computed. The
+// summation order of each element is fixed by the shape alone (and the ISA), so
+// results are identical for any thread count.
 template <typename Acc>
 void gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpilogue<Acc>& epilogue,
-          TaskRunner& runner);
+          TaskRunner& runner, GemmAccumulator<Acc> accumulator = {});
 
-// The instruction set of the micro-kernel gemm dispatches to on this CPU.
+// The engine's block sizes for Acc on this CPU and ISA: micro-tiles are mr x nr;
+// A is packed mc rows, B nc rows, both kc deep at a time (the depth is cut into equal
+// steps of at most kc). Tests use them to hit every edge.
+struct GemmBlocking {
+  int64_t mr = 0, nr = 0, mc = 0, nc = 0, kc = 0;
+};
+template <typename Acc>
+GemmBlocking gemm_blocking();
+
+// The instruction set of the micro-kernel gemm dispatches to on this CPU: "avx512",
+// "avx2" or "portable" (FUSEDLAYERS_ISA can force a lower one; see gemm_kernels.h).
 const char* gemm_kernel_isa();
+
+// The fp32 FMA throughput of one core running the dispatched ISA's peak loop for
+// about `seconds`, as floating-point operations done (call it from N threads at once
+// to measure N cores).
+int64_t fma_peak_flops(double seconds);
 
 }  // namespace fusedlayers

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "activation.h"
 #include "dtype.h"
@@ -46,6 +47,14 @@ PackSource<Acc> strided_source(const T* data, int64_t rows, int64_t depth, int64
   PackSource<Acc> src;
   src.rows = rows + (ones_row ? 1 : 0);
   src.depth = depth;
+  if constexpr (std::is_same_v<T, Acc>) {
+    if (!prologue && !ones_row) {  // plain: the engine's own vectorized packing
+      src.data = data;
+      src.row_stride = row_stride;
+      src.depth_stride = depth_stride;
+      return src;
+    }
+  }
   const ActivationGradPrologue<T> pro = prologue ? *prologue : ActivationGradPrologue<T>{};
   const bool has_prologue = prologue != nullptr;
   const bool use_z = has_prologue && grad_needs_preactivation(pro.act);

@@ -1,0 +1,188 @@
+// The register-tile micro-kernel, packing loops and FMA peak loop written once over a
+// vector-traits class V, and instantiated by each ISA translation unit with its own
+// registers (include this header only from gemm_<isa>.cc, which are compiled with
+// that ISA's flags). V provides: T, Reg, kLanes, zero(), load(p), broadcast(p),
+// fma(a, b, c) = a * b + c, add(a, b), store(p, v), load_first(p, n) and
+// store_first(p, v, n) touching only the first n lanes.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+#include "gemm_kernels.h"
+
+namespace fusedlayers {
+namespace isa_generic {
+
+// How many depth steps ahead the micro-kernel prefetches A's panel.
+inline constexpr int kPrefetchSteps = 16;
+
+// One tile of ROWS x (NV * kLanes) accumulators kept in registers for the whole
+// depth; A's panel has MR rows per depth step.
+template <class V, int MR, int NV, int ROWS>
+void micro_tile(int64_t kc, const typename V::T* a, const typename V::T* b, typename V::T* c,
+                int64_t ldc, int cols, bool accumulate) {
+  using Reg = typename V::Reg;
+  constexpr int L = V::kLanes;
+  constexpr int NR = NV * L;
+  Reg acc[ROWS][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < ROWS; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[i][j] = V::zero();
+
+  // C is read only at the end: start fetching its lines now.
+#pragma GCC unroll 16
+  for (int i = 0; i < ROWS; ++i) {
+    __builtin_prefetch(c + i * ldc, 1);
+    __builtin_prefetch(c + i * ldc + NR - 1, 1);
+  }
+  for (int64_t p = 0; p < kc; ++p) {
+    // A's micro-panel streams from L2 (B's stays in L1): fetch it ahead, as the
+    // broadcasts would otherwise wait on each new line.
+    __builtin_prefetch(a + kPrefetchSteps * MR);
+    Reg bv[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) bv[j] = V::load(b + j * L);
+#pragma GCC unroll 16
+    for (int i = 0; i < ROWS; ++i) {
+      const Reg ai = V::broadcast(a + i);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(ai, bv[j], acc[i][j]);
+    }
+    a += MR;
+    b += NR;
+  }
+
+  if (cols == NR) {
+#pragma GCC unroll 16
+    for (int i = 0; i < ROWS; ++i) {
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) {
+        typename V::T* cij = c + i * ldc + j * L;
+        V::store(cij, accumulate ? V::add(V::load(cij), acc[i][j]) : acc[i][j]);
+      }
+    }
+    return;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < ROWS; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+      const int n = cols - j * L < L ? cols - j * L : L;
+      if (n <= 0) break;
+      typename V::T* cij = c + i * ldc + j * L;
+      V::store_first(cij, accumulate ? V::add(V::load_first(cij, n), acc[i][j]) : acc[i][j], n);
+    }
+  }
+}
+
+// Packs a strided matrix into micro-panels (layout in gemm_kernels.h). The two
+// layouts that matter get their own loops: rows contiguous (a transposed operand,
+// e.g. Wᵀ: each depth step is a contiguous copy) and depth contiguous (a row-major
+// operand: `panel` rows are transposed in blocks).
+template <class V>
+void pack_strided(const typename V::T* src, int64_t row_stride, int64_t depth_stride, int64_t r0,
+                  int64_t nr, int64_t d0, int64_t nd, int panel, typename V::T* dst) {
+  using T = typename V::T;
+  if (row_stride == 1) {
+    // Depth step by depth step: one contiguous read of all nr rows, scattered into
+    // the panels (reading panel by panel would jump a whole source row per step).
+    const int64_t panels = (nr + panel - 1) / panel;
+    for (int64_t d = 0; d < nd; ++d) {
+      const T* in = src + r0 + (d0 + d) * depth_stride;
+      for (int64_t pi = 0; pi < panels; ++pi) {
+        const int rows = nr - pi * panel < panel ? static_cast<int>(nr - pi * panel) : panel;
+        T* o = dst + pi * panel * nd + d * panel;
+        const T* col = in + pi * panel;
+        for (int r = 0; r < rows; ++r) o[r] = col[r];
+        for (int r = rows; r < panel; ++r) o[r] = T(0);
+      }
+    }
+    return;
+  }
+  for (int64_t pr = 0; pr < nr; pr += panel) {
+    const int rows = nr - pr < panel ? static_cast<int>(nr - pr) : panel;
+    T* out = dst + pr * nd;
+    const T* in = src + (r0 + pr) * row_stride + d0 * depth_stride;
+    if (depth_stride == 1) {
+      // Blocks of 8 depth steps: reads 8 contiguous elements of each row, writes
+      // 8 contiguous panel columns, so both sides stay within a few cache lines.
+      constexpr int kDepthBlock = 8;
+      int64_t d = 0;
+      for (; d + kDepthBlock <= nd; d += kDepthBlock) {
+        T* o = out + d * panel;
+        for (int r = 0; r < rows; ++r) {
+          const T* row = in + r * row_stride + d;
+#pragma GCC unroll 8
+          for (int dd = 0; dd < kDepthBlock; ++dd) o[dd * panel + r] = row[dd];
+        }
+        for (int r = rows; r < panel; ++r)
+#pragma GCC unroll 8
+          for (int dd = 0; dd < kDepthBlock; ++dd) o[dd * panel + r] = T(0);
+      }
+      for (; d < nd; ++d) {
+        T* o = out + d * panel;
+        for (int r = 0; r < rows; ++r) o[r] = in[r * row_stride + d];
+        for (int r = rows; r < panel; ++r) o[r] = T(0);
+      }
+    } else {
+      for (int64_t d = 0; d < nd; ++d) {
+        T* o = out + d * panel;
+        for (int r = 0; r < rows; ++r) o[r] = in[r * row_stride + d * depth_stride];
+        for (int r = rows; r < panel; ++r) o[r] = T(0);
+      }
+    }
+  }
+}
+
+template <class V, int MR, int NV, int... RowsMinusOne>
+MicroKernel<typename V::T> make_micro_kernel(std::integer_sequence<int, RowsMinusOne...>) {
+  MicroKernel<typename V::T> k{};
+  k.mr = MR;
+  k.nr = NV * V::kLanes;
+  ((k.by_rows[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1>), ...);
+  k.pack = &pack_strided<V>;
+  return k;
+}
+
+// The micro-kernel with MR x (NV * kLanes) tiles, one instantiation per row count.
+template <class V, int MR, int NV>
+MicroKernel<typename V::T> make_micro_kernel() {
+  static_assert(MR <= kMaxMicroRows, "by_rows is too small for this MR");
+  return make_micro_kernel<V, MR, NV>(std::make_integer_sequence<int, MR>());
+}
+
+// kChains independent FMA dependency chains: enough to cover the FMA latency on
+// every FMA port, so the loop runs at the core's FMA throughput. The chains converge
+// to a fixed point (x = 0.5 x + 0.5), so values stay normal for any step count.
+// (No timing here: std templates instantiated under ISA flags could be picked by the
+// linker for baseline code too.)
+template <class V>
+int64_t fma_chains(int64_t steps) {
+  using Reg = typename V::Reg;
+  using T = typename V::T;
+  constexpr int kChains = 12;
+  const T half_value = T(0.5);
+  const Reg half = V::broadcast(&half_value);
+  Reg acc[kChains];
+  for (int c = 0; c < kChains; ++c) {
+    const T start = T(c);
+    acc[c] = V::broadcast(&start);
+  }
+  for (int64_t s = 0; s < steps; ++s) {
+#pragma GCC unroll 12
+    for (int c = 0; c < kChains; ++c) acc[c] = V::fma(acc[c], half, half);
+  }
+  // Store the chains so the compiler cannot drop them.
+  T sink[V::kLanes];
+  Reg total = acc[0];
+  for (int c = 1; c < kChains; ++c) total = V::add(total, acc[c]);
+  V::store(sink, total);
+  volatile T keep = sink[0];
+  (void)keep;
+  return steps * kChains * V::kLanes * 2;
+}
+
+}  // namespace isa_generic
+}  // namespace fusedlayers

@@ -1,0 +1,166 @@
+"""The GEMM engine through the pybind11 harness: every block edge, every ISA path, determinism."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fusedlayers import _native
+
+
+def supported_isas():
+    f = _native.cpu_features()
+    isas = ["portable"]
+    if f["avx2"] and f["fma"]:
+        isas.append("avx2")
+    if f["avx512f"] and f["avx512bw"] and f["avx512vl"] and f["avx512dq"] and f["fma"]:
+        isas.append("avx512")
+    return isas
+
+
+def edge_sizes(block):
+    """1, around one and two micro-tiles, and just past the cache blocks."""
+    mr, nr = block["mr"], block["nr"]
+    return {
+        "m": sorted({1, mr - 1, mr, mr + 1, 2 * mr + 1, block["mc"] + 1}),
+        "n": sorted({1, nr - 1, nr, nr + 1, 2 * nr + 3, block["nc"] + 1}),
+        "k": sorted({1, 2, 7, block["kc"], block["kc"] + 1, 2 * block["kc"] + 5}),
+    }
+
+
+def edge_shapes(block):
+    """Each edge of one dimension, with the other two small or odd."""
+    sizes = edge_sizes(block)
+    shapes = [(m, 5, 3) for m in sizes["m"]]
+    shapes += [(3, 5, n) for n in sizes["n"]]
+    shapes += [(13, k, 33) for k in sizes["k"]]
+    shapes += [(block["mr"] + 1, block["kc"] + 1, block["nr"] + 1), (0, 3, 4), (3, 0, 4), (3, 4, 0)]
+    return shapes
+
+
+def check_gemm(a, b, **kwargs):
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    actual = _native.gemm(a, b, **kwargs)
+    assert actual.dtype == a.dtype and actual.shape == expected.shape
+    eps = np.finfo(a.dtype).eps
+    tol = 4 * eps * max(a.shape[1], 1) * max(1.0, float(np.abs(expected).max(initial=0)))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=tol)
+    return actual
+
+
+def run_edge_checks():
+    """Every edge of the dispatched micro-kernel, both dtypes, every engine path."""
+    rng = np.random.default_rng(7)
+    for dtype in (np.float32, np.float64):
+        block = _native.gemm_blocking(np.dtype(dtype).name)
+        for m, k, n in edge_shapes(block):
+            a = rng.uniform(-1, 1, (m, k)).astype(dtype)
+            b = rng.uniform(-1, 1, (k, n)).astype(dtype)
+            reference = check_gemm(a, b)
+            for threads in (2, 3):
+                for in_output in (True, False):
+                    for callback in (False, True):
+                        actual = check_gemm(a, b, threads=threads, accumulate_in_output=in_output,
+                                            callback_packing=callback)
+                        # One summation order whatever the path and the thread count.
+                        np.testing.assert_array_equal(actual, reference)
+
+
+def run_strided_checks():
+    """Operands that are transposed views or have gaps between elements."""
+    rng = np.random.default_rng(8)
+    base_a = rng.uniform(-1, 1, (70, 90)).astype(np.float32)
+    base_b = rng.uniform(-1, 1, (200, 200)).astype(np.float32)
+    for a in (base_a, base_a.T, base_a[::2, ::3], base_a.T[1::2, ::-1]):
+        k = a.shape[1]
+        for b in (base_b[:k, :70], base_b.T[:k, :41], base_b[::2, ::3][:k], base_b[::-1][:k, 5:38]):
+            check_gemm(a, b, threads=2)
+
+
+def run_dense_checks():
+    """The fused dense kernels (prologue packing, ones-row bias gradient, in-place
+    epilogue) at micro-tile edges, against numpy."""
+    rng = np.random.default_rng(9)
+    block = _native.gemm_blocking("float32")
+    for m, k, n in [(1, 1, 1), (block["mr"] + 1, 7, block["nr"] + 1), (33, block["kc"] + 1, 70)]:
+        x = rng.uniform(-1, 1, (m, k)).astype(np.float32)
+        w = rng.uniform(-1, 1, (k, n)).astype(np.float32)
+        bias = rng.uniform(-1, 1, n).astype(np.float32)
+        dy = rng.uniform(-1, 1, (m, n)).astype(np.float32)
+        z = x.astype(np.float64) @ w + bias
+        y, _ = _native.dense_forward(x, w, bias, "relu", threads=2)
+        np.testing.assert_allclose(y, np.maximum(z, 0), rtol=0, atol=1e-5 * max(k, 1))
+        dx, dw, db = _native.dense_backward(dy, x, w, y, None, True, "relu", threads=2)
+        dz = dy * (y > 0)
+        np.testing.assert_allclose(dx, dz @ w.T.astype(np.float64), rtol=0, atol=1e-5 * n)
+        np.testing.assert_allclose(dw, x.T.astype(np.float64) @ dz, rtol=0, atol=1e-5 * m)
+        np.testing.assert_allclose(db, dz.sum(0), rtol=0, atol=1e-5 * m)
+
+
+CHECKS = {"edges": run_edge_checks, "strided": run_strided_checks, "dense": run_dense_checks}
+
+
+@pytest.mark.parametrize("isa", supported_isas())
+def test_engine_on_each_isa(isa):
+    """All checks in one fresh process (the ISA is chosen once per process) with the
+    engine forced to `isa`."""
+    env = dict(os.environ, FUSEDLAYERS_ISA=isa, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"isa": isa, "passed": sorted(CHECKS)}
+
+
+def test_unknown_isa_name_falls_back_to_the_best_with_a_warning():
+    env = dict(os.environ, FUSEDLAYERS_ISA="sse9", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", "from fusedlayers import _native; print(_native.kernel_isa())"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == supported_isas()[-1]
+    assert "FUSEDLAYERS_ISA must be one of" in done.stderr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_identical_bits_for_any_thread_count(dtype):
+    rng = np.random.default_rng(10)
+    block = _native.gemm_blocking(np.dtype(dtype).name)
+    for m, k, n in [(5, 3 * block["kc"] + 7, 2 * block["nr"] + 1), (2 * block["mr"] + 3, 700, 301)]:
+        a = rng.standard_normal((m, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        results = [_native.gemm(a, b, threads=t) for t in (1, 2, 3, 4, 1)]
+        for r in results[1:]:
+            np.testing.assert_array_equal(r, results[0])
+
+
+def test_dense_identical_bits_for_any_thread_count():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((37, 300)).astype(np.float32)
+    w = rng.standard_normal((300, 130)).astype(np.float32)
+    bias = rng.standard_normal(130).astype(np.float32)
+    dy = rng.standard_normal((37, 130)).astype(np.float32)
+    outs = []
+    for threads in (1, 2, 3, 4):
+        y, z = _native.dense_forward(x, w, bias, "gelu", threads=threads)
+        outs.append((y, z) + tuple(_native.dense_backward(dy, x, w, y, z, True, "gelu", threads=threads)))
+    for other in outs[1:]:
+        for got, want in zip(other, outs[0]):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_peak_probe_measures_a_positive_rate():
+    one = _native.measure_peak_gflops(threads=1, seconds=0.05)
+    assert isinstance(one, float) and one > 0
+    with pytest.raises(ValueError, match="threads"):
+        _native.measure_peak_gflops(threads=0)
+    with pytest.raises(ValueError, match="seconds"):
+        _native.measure_peak_gflops(seconds=-1.0)
+
+
+if __name__ == "__main__":
+    for name in sorted(CHECKS):
+        CHECKS[name]()
+    print(json.dumps({"isa": _native.kernel_isa(), "passed": sorted(CHECKS)}))
