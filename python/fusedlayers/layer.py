@@ -70,22 +70,10 @@ def same_configuration(a, b):
 
 
 def collect_losses(module):
-    """The losses of `module`'s sub-layers: each child with a `losses` property answers for its
-    own subtree; plain tf.Modules in between are searched through."""
-    losses, seen = [], set()
-
-    def visit(parent):
-        for child in parent._flatten(recursive=False, predicate=lambda v: isinstance(v, tf.Module)):
-            if id(child) in seen:
-                continue
-            seen.add(id(child))
-            if isinstance(getattr(type(child), "losses", None), property):
-                losses.extend(child.losses)
-            else:
-                visit(child)
-
-    visit(module)
-    return losses
+    """The losses of every Layer in `module`'s tree (itself included), each layer once even
+    when several containers hold it."""
+    layers = {id(m): m for m in (module, *module.submodules) if isinstance(m, Layer)}
+    return [loss for layer in layers.values() for loss in layer._own_losses()]
 
 
 class Layer(tf.Module):
@@ -186,7 +174,11 @@ class Layer(tf.Module):
 
     @property
     def losses(self):
-        """Weight regularization losses, plus the activity loss of the latest call."""
+        """Weight regularization losses, plus the activity losses of the latest call, of this
+        layer and of the layers it holds."""
+        return collect_losses(self)
+
+    def _own_losses(self):
         return [reg(v) for reg, v in self._regularized] + list(self._activity_losses)
 
     def apply_constraints(self):

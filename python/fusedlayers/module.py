@@ -1,5 +1,6 @@
 """Module: a tf.Module with a layer dictionary, so a model mentions each layer once, where used."""
 
+import functools
 import inspect
 
 import tensorflow as tf
@@ -23,6 +24,9 @@ class Module(tf.Module):
     when they are built.
     """
 
+    # The arguments kept for comparison hold unbuilt layers: not this module's submodules.
+    _TF_MODULE_IGNORED_PROPERTIES = tf.Module._TF_MODULE_IGNORED_PROPERTIES | {"_layer_specs"}
+
     def __init__(self, name=None):
         super().__init__(name=name)
         self._layers = {}
@@ -33,7 +37,7 @@ class Module(tf.Module):
         # name -> (ctor, args, kwargs) as first passed to get(): compared, never saved.
         self._layer_specs = {}
 
-    def get(self, name, ctor, *args, **kwargs):
+    def get(self, name, ctor, /, *args, **kwargs):
         """The layer called `name`, made by `ctor(*args, **kwargs)` on the first request."""
         spec = (ctor, args, kwargs)
         if name in self._layers:
@@ -81,16 +85,28 @@ def _accepts_name(ctor):
 
 
 def _equal(a, b):
-    """Whether two constructor arguments say the same: layers by configuration, lists, tuples
-    and dicts item by item, arrays and tensors (no plain truth value) by identity."""
+    """Whether two constructor arguments say the same. Layers, and Keras initializers,
+    regularizers and constraints, compare by configuration (a call site makes new ones each
+    time); partials, lists, tuples and dicts item by item; arrays and tensors, which have no
+    plain truth value, by identity."""
     if a is b:
         return True
-    if isinstance(a, Layer) and isinstance(b, Layer):
+    if type(a) is not type(b) or isinstance(a, type):
+        return _plain_equal(a, b)
+    if isinstance(a, Layer):
         return same_configuration(a, b)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(map(_equal, a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
+    if callable(getattr(a, "get_config", None)):
+        return a.get_config() == b.get_config()
+    if isinstance(a, functools.partial):
+        return _equal((a.func, a.args, a.keywords), (b.func, b.args, b.keywords))
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(_equal, a, b))
+    if isinstance(a, dict):
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    return _plain_equal(a, b)
+
+
+def _plain_equal(a, b):
     try:
         return bool(a == b)
     except (TypeError, ValueError, tf.errors.InvalidArgumentError):

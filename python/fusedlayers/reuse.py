@@ -19,7 +19,8 @@ class ReuseElements:
     configuration (the given one, never built, is dropped). Passing the same list to two
     calls therefore shares their weights; a parent network composes children by handing
     each a sub-list, `reuse([])`. Keep the list on a tf.Module attribute to track its
-    variables and checkpoint it.
+    variables and checkpoint it. Under tf.function, compile a function that calls the
+    network, not the partial itself: tf.function refuses to see a list argument filled.
     """
 
     def __init__(self, elements):

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from fusedlayers.layer import Layer, collect_losses, deserialize, serialize
+from fusedlayers.layer import Layer, deserialize, serialize
 
 
 class Sequential(Layer):
@@ -54,10 +54,6 @@ class Sequential(Layer):
         for layer in self._layers:
             inputs = layer(inputs)
         return inputs
-
-    @property
-    def losses(self):
-        return collect_losses(self)
 
     def get_config(self):
         return {
