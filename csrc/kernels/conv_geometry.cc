@@ -141,9 +141,10 @@ std::string conv2d_transpose_axis(const ConvAxisArgs& a, ConvPadding padding,
   if (padding == ConvPadding::kSame) {
     // A same convolution maps `out` back to ceil(out / s) positions, which must be
     // the input's; it is one fewer when k_eff is even and output_padding is 0, the
-    // case TensorFlow's own Conv2DBackpropInput refuses as well.
+    // case TensorFlow's own Conv2DBackpropInput refuses as well (except for an empty
+    // output, which it returns).
     const int64_t back = out / a.stride + (out % a.stride != 0);
-    if (back != a.input) {
+    if (back != a.input && out != 0) {
       return std::string("output_padding ") + str(a.output_padding) +
              " with padding 'same' and an even dilated kernel " + axis_name + " (" +
              str(k_eff) + ") gives an output " + axis_name + " of " + str(out) +

@@ -3,6 +3,7 @@
 from fusedlayers import _loader  # noqa: F401  (loads the ops and checks TF's version first)
 from fusedlayers import activations, ops
 from fusedlayers.build_info import build_info
+from fusedlayers.conv import Conv2D, Conv2DTranspose
 from fusedlayers.dense import Dense
 from fusedlayers.layer import Layer
 from fusedlayers.module import Module
@@ -14,6 +15,6 @@ from fusedlayers import keras  # registers the Keras layers, so saved models loa
 __version__ = "0.1.0"
 
 __all__ = [
-    "Dense", "Flatten", "Layer", "Module", "Reshape", "ReuseElements", "Sequential",
-    "activations", "build_info", "keras", "ops",
+    "Conv2D", "Conv2DTranspose", "Dense", "Flatten", "Layer", "Module", "Reshape",
+    "ReuseElements", "Sequential", "activations", "build_info", "keras", "ops",
 ]
