@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 namespace fusedlayers {
 
@@ -154,6 +155,54 @@ inline Acc activation_derivative(ActivationSpec a, Acc y, Acc z) {
     case Activation::kSoftplus: return stable_sigmoid(z);
     default: return Acc(1);
   }
+}
+
+// Calls f(ActivationKind<K>{}) with the runtime kind as a compile-time constant, so
+// the loops below see the switch of activation_forward / activation_derivative fold
+// away and vectorize (relu, leaky_relu, ...), the table staying the one above.
+template <Activation K>
+using ActivationKind = std::integral_constant<Activation, K>;
+
+template <typename F>
+inline void with_activation_kind(Activation kind, F&& f) {
+  switch (kind) {
+    case Activation::kLinear: return f(ActivationKind<Activation::kLinear>{});
+    case Activation::kRelu: return f(ActivationKind<Activation::kRelu>{});
+    case Activation::kRelu6: return f(ActivationKind<Activation::kRelu6>{});
+    case Activation::kLeakyRelu: return f(ActivationKind<Activation::kLeakyRelu>{});
+    case Activation::kElu: return f(ActivationKind<Activation::kElu>{});
+    case Activation::kSelu: return f(ActivationKind<Activation::kSelu>{});
+    case Activation::kGelu: return f(ActivationKind<Activation::kGelu>{});
+    case Activation::kGeluTanh: return f(ActivationKind<Activation::kGeluTanh>{});
+    case Activation::kSigmoid: return f(ActivationKind<Activation::kSigmoid>{});
+    case Activation::kTanh: return f(ActivationKind<Activation::kTanh>{});
+    case Activation::kSilu: return f(ActivationKind<Activation::kSilu>{});
+    case Activation::kSoftplus: return f(ActivationKind<Activation::kSoftplus>{});
+    default: return f(ActivationKind<Activation::kLinear>{});
+  }
+}
+
+// x[j] = act(x[j]) for j < n.
+template <typename Acc>
+inline void activation_forward_inplace(ActivationSpec a, Acc* x, int64_t n) {
+  with_activation_kind(a.kind, [&](auto kind) {
+    const ActivationSpec fixed{decltype(kind)::value, a.slope};
+    for (int64_t j = 0; j < n; ++j) x[j] = activation_forward<Acc>(fixed, x[j]);
+  });
+}
+
+// dz[j] *= act'(y[j], z[j]) for j < n; z may be null when the derivative reads y only.
+template <typename Acc>
+inline void activation_derivative_multiply(ActivationSpec a, const Acc* y, const Acc* z, Acc* dz,
+                                           int64_t n) {
+  with_activation_kind(a.kind, [&](auto kind) {
+    const ActivationSpec fixed{decltype(kind)::value, a.slope};
+    if (z) {
+      for (int64_t j = 0; j < n; ++j) dz[j] *= activation_derivative<Acc>(fixed, y[j], z[j]);
+    } else {
+      for (int64_t j = 0; j < n; ++j) dz[j] *= activation_derivative<Acc>(fixed, y[j], Acc(0));
+    }
+  });
 }
 
 }  // namespace fusedlayers

@@ -85,8 +85,9 @@ struct Blocking {
   int64_t mc = 0, nc = 0, kc = 0;
 };
 
-// kc: B's micro-panel (kc x nr) stays in L1 while a column of micro-tiles passes
-// over it; half of L1 leaves room for A's micro-panel and the C tile.
+// kc: the depth of a pass over C. Each pass reads and writes the C tile once, so kc
+// is as large as keeps B's micro-panel (kc x nr) within L1 (it is reused by every
+// micro-tile of a column; A's micro-panel and B's next lines are prefetched from L2).
 // mc: A's block (mc x kc) stays in L2 while every B micro-panel meets it; half of L2.
 // nc: B's block (kc x nc) is read from L2/L3 once per A block, so it is large, which
 // makes A's packing rare (once per nc columns).
@@ -96,7 +97,7 @@ Blocking cache_blocking(const MicroKernel<Acc>& mk) {
   const int64_t l1 = f.l1d_bytes > 0 ? f.l1d_bytes : 32 * 1024;
   const int64_t l2 = f.l2_bytes > 0 ? f.l2_bytes : 256 * 1024;
   Blocking b;
-  b.kc = std::clamp<int64_t>(round_down(l1 / 2 / (mk.nr * int64_t(sizeof(Acc))), 16), 64, 512);
+  b.kc = std::clamp<int64_t>(round_down(l1 / (mk.nr * int64_t(sizeof(Acc))), 16), 64, 512);
   b.mc = std::clamp<int64_t>(round_down(l2 / 2 / (b.kc * int64_t(sizeof(Acc))), mk.mr), mk.mr,
                              round_down(1024, mk.mr));
   b.nc = round_down(4096, mk.nr);
@@ -198,7 +199,7 @@ Partition partition(int64_t m, int64_t n, int64_t k, int threads, const Engine<A
 }
 
 template <typename Acc>
-void pack(const PackSource<Acc>& src, const MicroKernel<Acc>& mk, int64_t r0, int64_t nr,
+void pack_source(const PackSource<Acc>& src, const MicroKernel<Acc>& mk, int64_t r0, int64_t nr,
           int64_t d0, int64_t nd, int panel, Acc* dst) {
   if (src.data) {
     mk.pack(src.data, src.row_stride, src.depth_stride, r0, nr, d0, nd, panel, dst);
@@ -265,10 +266,10 @@ struct GemmCall {
       for (int64_t pc = 0; pc < k; pc += kc) {
         const int64_t kc_cur = std::min(kc, k - pc);
         const bool last = pc + kc_cur >= k;
-        pack(b, mk, jc, nc_cur, pc, kc_cur, static_cast<int>(nr), packed_b);
+        pack_source(b, mk, jc, nc_cur, pc, kc_cur, static_cast<int>(nr), packed_b);
         for (int64_t ic = i_begin; ic < i_end; ic += mc) {
           const int64_t mc_cur = std::min(mc, i_end - ic);
-          pack(a, mk, ic, mc_cur, pc, kc_cur, static_cast<int>(mr), packed_a);
+          pack_source(a, mk, ic, mc_cur, pc, kc_cur, static_cast<int>(mr), packed_a);
           for (int64_t jr = 0; jr < nc_cur; jr += nr) {
             const int cols = static_cast<int>(std::min(nr, nc_cur - jr));
             const Acc* b_panel = packed_b + jr * kc_cur;
@@ -325,6 +326,16 @@ GemmBlocking gemm_blocking() {
   return b;
 }
 
+template <typename Acc>
+void pack_strided_panels(const Acc* data, int64_t row_stride, int64_t depth_stride, int64_t r0,
+                         int64_t nr, int64_t d0, int64_t nd, int panel, Acc* dst) {
+  engine<Acc>().mk.pack(data, row_stride, depth_stride, r0, nr, d0, nd, panel, dst);
+}
+
+template void pack_strided_panels<float>(const float*, int64_t, int64_t, int64_t, int64_t,
+                                         int64_t, int64_t, int, float*);
+template void pack_strided_panels<double>(const double*, int64_t, int64_t, int64_t, int64_t,
+                                          int64_t, int64_t, int, double*);
 template GemmBlocking gemm_blocking<float>();
 template GemmBlocking gemm_blocking<double>();
 template void gemm<float>(const PackSource<float>&, const PackSource<float>&,

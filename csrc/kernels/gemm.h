@@ -65,6 +65,14 @@ struct GemmBlocking {
 template <typename Acc>
 GemmBlocking gemm_blocking();
 
+// Packs rows [r0, r0 + nr) x depth [d0, d0 + nd) of the strided matrix
+// element(r, d) = data[r * row_stride + d * depth_stride] in the PackSource layout
+// (zero rows completing the last panel), with the dispatched ISA's vectorized loops:
+// for pack callbacks that add something (a prologue, extra rows) to a plain source.
+template <typename Acc>
+void pack_strided_panels(const Acc* data, int64_t row_stride, int64_t depth_stride, int64_t r0,
+                         int64_t nr, int64_t d0, int64_t nd, int panel, Acc* dst);
+
 // The instruction set of the micro-kernel gemm dispatches to on this CPU: "avx512",
 // "avx2" or "portable" (FUSEDLAYERS_ISA can force a lower one; see gemm_kernels.h).
 const char* gemm_kernel_isa();

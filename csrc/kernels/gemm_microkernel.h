@@ -41,6 +41,8 @@ void micro_tile(int64_t kc, const typename V::T* a, const typename V::T* b, type
     // A's micro-panel streams from L2 (B's stays in L1): fetch it ahead, as the
     // broadcasts would otherwise wait on each new line.
     __builtin_prefetch(a + kPrefetchSteps * MR);
+    __builtin_prefetch(b + kPrefetchSteps * NR);
+    if (NR * sizeof(typename V::T) > 64) __builtin_prefetch(b + kPrefetchSteps * NR + 64 / sizeof(typename V::T));
     Reg bv[NV];
 #pragma GCC unroll 4
     for (int j = 0; j < NV; ++j) bv[j] = V::load(b + j * L);
@@ -77,6 +79,19 @@ void micro_tile(int64_t kc, const typename V::T* a, const typename V::T* b, type
   }
 }
 
+// Whether V offers transpose_block (an in-register transpose for packing).
+template <class V>
+constexpr auto has_transpose_block(int) -> decltype(V::kTransposeBlock, bool()) {
+  return true;
+}
+template <class V>
+constexpr bool has_transpose_block(...) {
+  return false;
+}
+
+// How many source rows ahead the packing loops prefetch.
+inline constexpr int kPackRowsAhead = 4;
+
 // Packs a strided matrix into micro-panels (layout in gemm_kernels.h). The two
 // layouts that matter get their own loops: rows contiguous (a transposed operand,
 // e.g. Wᵀ: each depth step is a contiguous copy) and depth contiguous (a row-major
@@ -89,8 +104,15 @@ void pack_strided(const typename V::T* src, int64_t row_stride, int64_t depth_st
     // Depth step by depth step: one contiguous read of all nr rows, scattered into
     // the panels (reading panel by panel would jump a whole source row per step).
     const int64_t panels = (nr + panel - 1) / panel;
+    constexpr int64_t kLine = 64 / sizeof(T);
     for (int64_t d = 0; d < nd; ++d) {
       const T* in = src + r0 + (d0 + d) * depth_stride;
+      // Each depth step starts a new source row (often a new page, where the
+      // hardware prefetchers stop): fetch a few rows ahead.
+      if (d + kPackRowsAhead < nd) {
+        const T* ahead = in + kPackRowsAhead * depth_stride;
+        for (int64_t off = 0; off < nr; off += kLine) __builtin_prefetch(ahead + off);
+      }
       for (int64_t pi = 0; pi < panels; ++pi) {
         const int rows = nr - pi * panel < panel ? static_cast<int>(nr - pi * panel) : panel;
         T* o = dst + pi * panel * nd + d * panel;
@@ -106,10 +128,22 @@ void pack_strided(const typename V::T* src, int64_t row_stride, int64_t depth_st
     T* out = dst + pr * nd;
     const T* in = src + (r0 + pr) * row_stride + d0 * depth_stride;
     if (depth_stride == 1) {
+      int64_t d = 0;
+      if constexpr (has_transpose_block<V>(0)) {
+        // Blocks of B x B transposed in registers (the ISA's hook).
+        constexpr int B = V::kTransposeBlock;
+        for (; d + B <= nd; d += B) {
+          for (int rb = 0; rb < panel; rb += B) {
+            const int block_rows = rows - rb < 0 ? 0 : (rows - rb < B ? rows - rb : B);
+            const int lanes = panel - rb < B ? panel - rb : B;
+            V::transpose_block(in + rb * row_stride + d, row_stride, block_rows,
+                               out + d * panel + rb, panel, lanes);
+          }
+        }
+      }
       // Blocks of 8 depth steps: reads 8 contiguous elements of each row, writes
       // 8 contiguous panel columns, so both sides stay within a few cache lines.
       constexpr int kDepthBlock = 8;
-      int64_t d = 0;
       for (; d + kDepthBlock <= nd; d += kDepthBlock) {
         T* o = out + d * panel;
         for (int r = 0; r < rows; ++r) {

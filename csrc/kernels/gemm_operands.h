@@ -3,8 +3,10 @@
 // bias + activation + store epilogue.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "activation.h"
 #include "dtype.h"
@@ -35,6 +37,15 @@ inline Acc load_with_prologue(const T* data, int64_t off,
   return v;
 }
 
+// A grow-once per-thread buffer for the packing callbacks (the prologue packs y
+// and z beside dz): no allocation once a thread has seen its largest panel.
+template <typename Acc, int kSlot>
+Acc* prologue_scratch(int64_t count) {
+  thread_local std::vector<Acc> buffer;
+  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(count);
+  return buffer.data();
+}
+
 // Element (r, d) = data[r * row_stride + d * depth_stride], times the prologue's
 // derivative at the same offset when `prologue` is set. With `ones_row`, one extra
 // row of ones follows the `rows` real ones: multiplying it into dz sums dz's columns,
@@ -47,6 +58,9 @@ PackSource<Acc> strided_source(const T* data, int64_t rows, int64_t depth, int64
   PackSource<Acc> src;
   src.rows = rows + (ones_row ? 1 : 0);
   src.depth = depth;
+  const ActivationGradPrologue<T> pro = prologue ? *prologue : ActivationGradPrologue<T>{};
+  const bool has_prologue = prologue != nullptr;
+  const bool use_z = has_prologue && grad_needs_preactivation(pro.act);
   if constexpr (std::is_same_v<T, Acc>) {
     if (!prologue && !ones_row) {  // plain: the engine's own vectorized packing
       src.data = data;
@@ -54,10 +68,34 @@ PackSource<Acc> strided_source(const T* data, int64_t rows, int64_t depth, int64
       src.depth_stride = depth_stride;
       return src;
     }
+    if (!has_prologue || pro.y) {
+      // The engine's vectorized packing for dy (and y, z beside it), then the
+      // derivative multiplied over the packed panels in one vectorizable pass.
+      src.pack = [=](int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, Acc* dst) {
+        const int64_t real = std::clamp<int64_t>(rows - r0, 0, nr);
+        if (real > 0) {
+          pack_strided_panels<Acc>(data, row_stride, depth_stride, r0, real, d0, nd, panel, dst);
+          if (has_prologue) {
+            const int64_t count = (real + panel - 1) / panel * panel * nd;
+            Acc* y = prologue_scratch<Acc, 0>(count);
+            pack_strided_panels<Acc>(pro.y, row_stride, depth_stride, r0, real, d0, nd, panel, y);
+            Acc* z = nullptr;
+            if (use_z) {
+              z = prologue_scratch<Acc, 1>(count);
+              pack_strided_panels<Acc>(pro.z, row_stride, depth_stride, r0, real, d0, nd, panel, z);
+            }
+            activation_derivative_multiply<Acc>(pro.act, y, z, dst, count);
+          }
+        }
+        if (real < nr) {  // the ones row (index `real` here), possibly opening a panel
+          Acc* panel_dst = dst + real / panel * panel * nd;
+          if (real % panel == 0) std::fill(panel_dst, panel_dst + panel * nd, Acc(0));
+          for (int64_t d = 0; d < nd; ++d) panel_dst[d * panel + real % panel] = Acc(1);
+        }
+      };
+      return src;
+    }
   }
-  const ActivationGradPrologue<T> pro = prologue ? *prologue : ActivationGradPrologue<T>{};
-  const bool has_prologue = prologue != nullptr;
-  const bool use_z = has_prologue && grad_needs_preactivation(pro.act);
   src.pack = [=](int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, Acc* dst) {
     for (int64_t pr = 0; pr < nr; pr += panel) {
       Acc* panel_dst = dst + pr * nd;
@@ -82,20 +120,31 @@ PackSource<Acc> strided_source(const T* data, int64_t rows, int64_t depth, int64
 }
 
 // Writes act(tile + bias[col]) to out (row-major, ld_out) and, when z_out is set, the
-// pre-activation too. Column j of the tile is output column col0 + j.
+// pre-activation too. Column j of the tile is output column col0 + j. `out` may be
+// `tile` itself (the engine summing in the output). Runs in chunks of a few dozen
+// columns with the activation's switch hoisted, so the loops vectorize.
 template <typename T, typename Acc>
 inline void epilogue_bias_act(const Acc* tile, int64_t ld_tile, int64_t rows, int64_t cols,
                               const T* bias, int64_t col0, ActivationSpec act, T* out,
                               int64_t ld_out, T* z_out) {
+  constexpr int64_t kChunk = 64;
+  Acc z[kChunk];
   for (int64_t i = 0; i < rows; ++i) {
     const Acc* t = tile + i * ld_tile;
     T* o = out + i * ld_out;
     T* zo = z_out ? z_out + i * ld_out : nullptr;
-    for (int64_t j = 0; j < cols; ++j) {
-      Acc z = t[j];
-      if (bias) z += load_as<Acc>(bias[col0 + j]);
-      if (zo) zo[j] = store_as<T>(z);
-      o[j] = store_as<T>(activation_forward<Acc>(act, z));
+    for (int64_t j0 = 0; j0 < cols; j0 += kChunk) {
+      const int64_t n = std::min(kChunk, cols - j0);
+      if (bias) {
+        for (int64_t j = 0; j < n; ++j) z[j] = t[j0 + j] + load_as<Acc>(bias[col0 + j0 + j]);
+      } else {
+        for (int64_t j = 0; j < n; ++j) z[j] = t[j0 + j];
+      }
+      if (zo) {
+        for (int64_t j = 0; j < n; ++j) zo[j0 + j] = store_as<T>(z[j]);
+      }
+      activation_forward_inplace<Acc>(act, z, n);
+      for (int64_t j = 0; j < n; ++j) o[j0 + j] = store_as<T>(z[j]);
     }
   }
 }
