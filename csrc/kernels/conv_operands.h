@@ -49,20 +49,12 @@ struct PatchView {
 
   // Writes channels [c, c + run) of `px` (or zeros for px < 0) to out[e * stride].
   template <typename Acc>
-  void load_run(int64_t px, int64_t c, int64_t run, Acc* out, int64_t stride) const {
+  void load_channels(int64_t px, int64_t c, int64_t run, Acc* out, int64_t stride) const {
     if (px < 0) {
       for (int64_t e = 0; e < run; ++e) out[e * stride] = Acc(0);
       return;
     }
-    const int64_t base = px + c;
-    if (has_prologue) {
-      const bool use_z = grad_needs_preactivation(prologue.act);
-      for (int64_t e = 0; e < run; ++e) {
-        out[e * stride] = load_with_prologue<Acc>(data, base + e, &prologue, use_z);
-      }
-    } else {
-      for (int64_t e = 0; e < run; ++e) out[e * stride] = load_as<Acc>(data[base + e]);
-    }
+    fusedlayers::load_run(data, px + c, 1, run, has_prologue ? &prologue : nullptr, out, stride);
   }
 };
 
@@ -87,7 +79,7 @@ PackSource<Acc> patch_rows_source(const PatchView<T>& view) {
         int64_t tap = d0 / channels, c = d0 - tap * channels;
         for (int64_t d = d0; d < d0 + nd; ++tap, c = 0) {
           const int64_t run = std::min(channels - c, d0 + nd - d);
-          view.load_run(view.pixel(pos, tap), c, run, out + (d - d0) * panel, panel);
+          view.load_channels(view.pixel(pos, tap), c, run, out + (d - d0) * panel, panel);
           d += run;
         }
       }
@@ -124,7 +116,7 @@ PackSource<Acc> patch_depth_source(const PatchView<T>& view, bool ones_row) {
           for (int64_t e = 0; e < run;) {
             const int64_t i = r + e - r0;
             const int64_t chunk = std::min(run - e, panel - i % panel);
-            view.load_run(px, c + e, chunk, at(i), 1);
+            view.load_channels(px, c + e, chunk, at(i), 1);
             e += chunk;
           }
           r += run;
@@ -174,9 +166,8 @@ PackSource<Acc> kernel_taps_source(const KernelTaps<T>& k) {
         int64_t tap = d0 / k.in_channels, c = d0 - tap * k.in_channels;
         for (int64_t d = d0; d < d0 + nd; ++tap, c = 0) {
           const int64_t run = std::min(k.in_channels - c, d0 + nd - d);
-          const T* in = row + k.tap_offset(tap) + c * k.in_stride;
-          Acc* o = out + (d - d0) * panel;
-          for (int64_t e = 0; e < run; ++e) o[e * panel] = load_as<Acc>(in[e * k.in_stride]);
+          load_run<Acc, T>(row, k.tap_offset(tap) + c * k.in_stride, k.in_stride, run, nullptr,
+                           out + (d - d0) * panel, panel);
           d += run;
         }
       }

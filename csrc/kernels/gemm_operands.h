@@ -23,18 +23,27 @@ struct ActivationGradPrologue {
   ActivationSpec act;
 };
 
-// data[off] as Acc, times the prologue's derivative at `off` when `prologue` is set;
-// `use_z` (whether that derivative reads z) is hoisted out of the callers' loops.
+// out[e * out_stride] = data[base + e * stride] for e < n, times the prologue's
+// derivative at the same offset when `prologue` is set, with the activation's switch
+// outside the loop (for sources the engine cannot pack itself: patches, other types).
 template <typename Acc, typename T>
-inline Acc load_with_prologue(const T* data, int64_t off,
-                              const ActivationGradPrologue<T>* prologue, bool use_z) {
-  Acc v = load_as<Acc>(data[off]);
-  if (prologue) {
-    const Acc y = prologue->y ? load_as<Acc>(prologue->y[off]) : Acc(0);
-    const Acc z = use_z ? load_as<Acc>(prologue->z[off]) : Acc(0);
-    v *= activation_derivative<Acc>(prologue->act, y, z);
+inline void load_run(const T* data, int64_t base, int64_t stride, int64_t n,
+                     const ActivationGradPrologue<T>* prologue, Acc* out, int64_t out_stride) {
+  if (!prologue) {
+    for (int64_t e = 0; e < n; ++e) out[e * out_stride] = load_as<Acc>(data[base + e * stride]);
+    return;
   }
-  return v;
+  const ActivationGradPrologue<T>& pro = *prologue;
+  with_activation_kind(pro.act.kind, [&](auto kind) {
+    const ActivationSpec fixed{decltype(kind)::value, pro.act.slope};
+    const bool use_z = grad_needs_preactivation(fixed);
+    for (int64_t e = 0; e < n; ++e) {
+      const int64_t off = base + e * stride;
+      const Acc y = pro.y ? load_as<Acc>(pro.y[off]) : Acc(0);
+      const Acc z = use_z ? load_as<Acc>(pro.z[off]) : Acc(0);
+      out[e * out_stride] = load_as<Acc>(data[off]) * activation_derivative<Acc>(fixed, y, z);
+    }
+  });
 }
 
 // A grow-once per-thread buffer for the packing callbacks (the prologue packs y
@@ -107,11 +116,8 @@ PackSource<Acc> strided_source(const T* data, int64_t rows, int64_t depth, int64
         } else if (ones_row && r == rows) {
           for (int64_t d = 0; d < nd; ++d) out[d * panel] = Acc(1);
         } else {
-          const int64_t base = r * row_stride + d0 * depth_stride;
-          const ActivationGradPrologue<T>* p = has_prologue ? &pro : nullptr;
-          for (int64_t d = 0; d < nd; ++d) {
-            out[d * panel] = load_with_prologue<Acc>(data, base + d * depth_stride, p, use_z);
-          }
+          load_run(data, r * row_stride + d0 * depth_stride, depth_stride, nd,
+                   has_prologue ? &pro : nullptr, out, panel);
         }
       }
     }
