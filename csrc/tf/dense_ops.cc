@@ -23,7 +23,9 @@ using tensorflow::shape_inference::ShapeHandle;
 
 absl::Status read_num_bias(InferenceContext* c, int* num_bias) {
   TF_RETURN_IF_ERROR(c->GetAttr("num_bias", num_bias));
-  if (*num_bias > 1) return absl::InvalidArgumentError("num_bias must be 0 or 1");
+  if (*num_bias > 1) {
+    return absl::InvalidArgumentError("num_bias must be 0 or 1, got " + std::to_string(*num_bias));
+  }
   return absl::OkStatus();
 }
 
@@ -74,6 +76,18 @@ absl::Status preactivation_shape(InferenceContext* c, ShapeHandle y, ShapeHandle
   return absl::OkStatus();
 }
 
+// Checks that input `index` (named `name`) is compatible with the forward output `y`.
+absl::Status require_forward_output_shape(InferenceContext* c, int index, const char* name,
+                                          ShapeHandle y) {
+  ShapeHandle merged;
+  if (!c->Merge(c->input(index), y, &merged).ok()) {
+    return absl::InvalidArgumentError(std::string(name) + " must have the forward output's shape " +
+                                      c->DebugString(y) + ", got " +
+                                      c->DebugString(c->input(index)));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 REGISTER_OP("FusedLayers>FusedDense")
@@ -116,12 +130,14 @@ REGISTER_OP("FusedLayers>FusedDenseGrad")
     .SetShapeFn([](InferenceContext* c) {
       int num_bias;
       TF_RETURN_IF_ERROR(read_num_bias(c, &num_bias));
-      ShapeHandle y, dy;
+      ShapeHandle y;
       TF_RETURN_IF_ERROR(dense_shapes(c, 1, 0, &y));
-      if (!c->Merge(c->input(0), y, &dy).ok()) {
-        return absl::InvalidArgumentError("dy must have the forward output's shape " +
-                                          c->DebugString(y) + ", got " +
-                                          c->DebugString(c->input(0)));
+      TF_RETURN_IF_ERROR(require_forward_output_shape(c, 0, "dy", y));
+      TF_RETURN_IF_ERROR(require_forward_output_shape(c, 3, "y", y));
+      ActivationSpec act;
+      TF_RETURN_IF_ERROR(read_activation(c, &act));
+      if (grad_needs_preactivation(act)) {
+        TF_RETURN_IF_ERROR(require_forward_output_shape(c, 4, "preactivation", y));
       }
       c->set_output(0, c->input(1));
       c->set_output(1, c->input(2));
