@@ -9,7 +9,8 @@ import os
 CSV_COLUMNS = (
     "id", "group", "layer", "workload", "batch", "dtype", "activation", "mode", "pass", "status",
     "message", "flops", "fused_s", "stock_s", "speedup", "speedup_q25", "speedup_q75",
-    "fused_gflops", "stock_gflops", "fused_peak_fraction", "pairs", "max_rel_error",
+    "fused_gflops", "stock_gflops", "fused_peak_fraction", "stock_peak_fraction", "pairs",
+    "max_rel_error",
 )
 MODE_NOTE = (
     "Modes: **eager** — both op by op; **function** — both in `tf.function`; **xla** — stock in "
@@ -116,6 +117,7 @@ def header_lines(header, peak):
         ("date", header["date_utc"]),
         ("CPU", header["cpu"]),
         ("fused kernels dispatched to", f"`{header['kernel_isa']}`"),
+        ("CPU features", ", ".join(k for k, v in info.get("cpu_features", {}).items() if v)),
         ("cores", f"{header['cores']} ({header['usable_cores']} usable, TF intra-op threads: "
                   f"{header['intra_op_threads']})"),
         ("TensorFlow / Keras / Python", f"{header['tensorflow']} / {header['keras']} / "
@@ -154,15 +156,17 @@ def markdown(header, peak, results):
         "run back to back, order flipped every pair), with the interquartile range of the "
         "per-pair ratios in brackets; above 1× the fused layer is faster. Times are medians "
         "per call. GFLOP/s counts the matmul/convolution multiply-adds ×2 (×3 for fwd+bwd); "
-        "% of peak is the fused side's share of the fp32 peak above. " + MODE_NOTE,
+        "% peak is each side's share of the fp32 peak above (bfloat16 cases too). " + MODE_NOTE,
         summary_markdown(results),
         "## Cases",
         _table(("group", "layer", "workload", "dtype", "act", "mode", "pass", "fused ms",
-                "stock ms", "speed-up [IQR]", "fused GFLOP/s", "% peak", "pairs"),
+                "stock ms", "speed-up [IQR]", "fused GFLOP/s", "% peak fused / stock",
+                "pairs"),
                [(r["group"], r["layer"], r["workload"], r["dtype"], r["activation"], r["mode"],
                  r["pass"], f"{r['fused_s'] * 1e3:.3f}", f"{r['stock_s'] * 1e3:.3f}",
                  f"**{r['speedup']:.2f}×** [{r['speedup_q25']:.2f}–{r['speedup_q75']:.2f}]",
-                 f"{r['fused_gflops']:.1f}", f"{100 * r['fused_peak_fraction']:.1f}",
+                 f"{r['fused_gflops']:.1f}",
+                 f"{100 * r['fused_peak_fraction']:.1f} / {100 * r['stock_peak_fraction']:.1f}",
                  r["pairs"]) for r in ok]),
     ]
     not_timed = [r for r in results if r["status"] != "ok"]

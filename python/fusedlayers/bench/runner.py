@@ -68,9 +68,10 @@ def run_case(case, budget, peak_gflops, seed=0):
                                        f"{tolerance:.0e}", max_rel_error=error)
     summary = time_alternating(fused, stock, contest.args, budget).summary()
     fused_gflops = case.flops() / summary["fused_s"] / 1e9
+    stock_gflops = case.flops() / summary["stock_s"] / 1e9
     return _result(
         case, "ok", max_rel_error=error, **summary,
-        fused_gflops=fused_gflops,
-        stock_gflops=case.flops() / summary["stock_s"] / 1e9,
+        fused_gflops=fused_gflops, stock_gflops=stock_gflops,
         fused_peak_fraction=fused_gflops / peak_gflops,
+        stock_peak_fraction=stock_gflops / peak_gflops,
     )
