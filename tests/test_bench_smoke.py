@@ -57,10 +57,11 @@ def test_every_case_id_is_unique():
 
 @dataclasses.dataclass(frozen=True)
 class FakeSpec:
-    """A workload whose fused side is off by `fused_offset` (or missing)."""
+    """y = 2x, with fused (and stock) off by an offset, or missing; float32 reference if 16-bit."""
 
     fused_offset: float
     missing: bool = False
+    stock_offset: float = 0.0
     kind = "Fake"
     layer = "fake"
 
@@ -73,12 +74,16 @@ class FakeSpec:
     def contest(self, pass_, batch, dtype, activation, rng):
         if self.missing:
             raise Unavailable("fl.Fake is not in this build of fusedlayers")
-        x = tf.ones([batch, 8])
-        return Contest(lambda x: x * 2.0 + self.fused_offset, lambda x: x * 2.0, (x,))
+        x = tf.cast(tf.linspace(-1.0, 1.0, batch * 8), dtype)
+        contest = Contest(lambda x: x * 2 + self.fused_offset, lambda x: x * 2 + self.stock_offset,
+                          (x,))
+        if dtype != "float32":
+            contest.reference, contest.reference_args = (lambda x: x * 2), (tf.cast(x, tf.float32),)
+        return contest
 
 
-def _fake_case(spec):
-    return cases.Case("fake", spec, 4, "float32", "linear", "function", "fwd")
+def _fake_case(spec, dtype="float32"):
+    return cases.Case("fake", spec, 4, dtype, "linear", "function", "fwd")
 
 
 def test_mismatching_outputs_fail_the_case_without_timing():
@@ -99,3 +104,13 @@ def test_missing_fused_op_skips_the_case():
     result = runner.run_case(_fake_case(FakeSpec(0.0, missing=True)), TINY_BUDGET, 100.0)
     assert result["status"] == "skipped"
     assert "not in this build" in result["message"]
+
+
+def test_bfloat16_is_checked_against_the_float32_reference_not_stock():
+    off_stock = FakeSpec(fused_offset=0.0, stock_offset=0.5)
+    result = runner.run_case(_fake_case(off_stock, "bfloat16"), TINY_BUDGET, 100.0)
+    assert result["status"] == "ok", result
+    assert result["max_rel_error"] < 1e-2 < result["stock_max_rel_error"]
+    off_fused = FakeSpec(fused_offset=0.5)
+    result = runner.run_case(_fake_case(off_fused, "bfloat16"), TINY_BUDGET, 100.0)
+    assert result["status"] == "failed" and "outputs differ" in result["message"]

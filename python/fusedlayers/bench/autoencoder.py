@@ -10,7 +10,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from fusedlayers.bench.workloads import Contest, LayerSpec, random_tensor, require
+from fusedlayers.bench.workloads import Contest, LayerSpec, as_float32, random_tensor, require
 
 IMAGE_SHAPE = (28, 28, 1)
 CODE_SIZE = 64
@@ -93,12 +93,20 @@ class AutoEncoderSpec:
         fused_layers, stock_layers = {}, {}
         for name, spec, act in LAYERS:
             fused_layers[name], stock_layers[name], _ = spec.build_layers(batch, dtype, act, rng)
-        models = AutoEncoder(fused_layers), AutoEncoder(stock_layers)
-        steps = []
-        for model in models:
-            # Adam's slots are built here, outside any tf.function or XLA cluster.
-            optimizer = keras.optimizers.Adam(1e-3)
-            optimizer.build(model.variables)
-            steps.append(train_step(model, optimizer))
         image = tf.sigmoid(random_tensor(rng, (batch, *IMAGE_SHAPE), dtype))
-        return Contest(steps[0], steps[1], (image,))
+        contest = Contest(_adam_step(AutoEncoder(fused_layers)),
+                          _adam_step(AutoEncoder(stock_layers)), (image,))
+        if dtype != "float32":
+            reference_layers = {
+                name: spec.float32_twin(stock_layers[name], act, (batch, *spec.input_shape))
+                for name, spec, act in LAYERS}
+            contest.reference = _adam_step(AutoEncoder(reference_layers))
+            contest.reference_args = as_float32((image,))
+        return contest
+
+
+def _adam_step(model):
+    # Adam's slots are built here, outside any tf.function or XLA cluster.
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.variables)
+    return train_step(model, optimizer)

@@ -27,11 +27,27 @@ def require(path):
 
 @dataclasses.dataclass
 class Contest:
-    """What is timed: fused(*args) against stock(*args); both return the tensors compared."""
+    """What is timed: fused(*args) against stock(*args).
+
+    The fused outputs are checked against reference(*reference_args): the stock side
+    itself in float32, and for 16-bit cases the stock computation in float32 from the
+    same (rounded) weights and inputs, because stock rounds to 16 bits after every op
+    and its long sums (bias gradients over batch × pixels) can be off by 10% or more.
+    """
 
     fused: Callable
     stock: Callable
     args: tuple
+    reference: Callable = None
+    reference_args: tuple = None
+
+    def __post_init__(self):
+        if self.reference is None:
+            self.reference, self.reference_args = self.stock, self.args
+
+
+def as_float32(args):
+    return tuple(tf.cast(a, tf.float32) for a in args)
 
 
 def keras_activation(name):
@@ -111,31 +127,48 @@ class LayerSpec:
         h, w, _ = self.input_shape
         return 2 * batch * h * w * cin * k * o["filters"]
 
+    def _pair(self, fused_cls, activation, dtype):
+        kwargs = dict(self.options, activation=keras_activation(activation), dtype=dtype)
+        return fused_cls(**kwargs), getattr(keras.layers, self.kind)(**kwargs)
+
     def build_layers(self, batch, dtype, activation, rng):
         """(fused layer, stock layer, x): built, with the same random weights and biases."""
-        fused_cls = require(self.kind if self.api == "fl" else f"keras.{self.kind}")
-        kwargs = dict(self.options, activation=keras_activation(activation), dtype=dtype)
-        stock = getattr(keras.layers, self.kind)(**kwargs)
-        fused = fused_cls(**kwargs)
+        fused, stock = self._pair(
+            require(self.kind if self.api == "fl" else f"keras.{self.kind}"), activation, dtype)
         x = random_tensor(rng, (batch, *self.input_shape), dtype)
         stock.build(x.shape)
-        fused.build(x.shape)
         # Keras initializes biases to zero; random ones make the comparison check the bias.
         stock.bias.assign(random_tensor(rng, stock.bias.shape, dtype, 0.5))
-        for name in ("kernel", "bias"):
-            getattr(fused, name).assign(tf.convert_to_tensor(getattr(stock, name)))
+        copy_weights(stock, fused, x.shape)
         return fused, stock, x
+
+    def float32_twin(self, layer, activation, input_shape):
+        """A float32 stock layer holding `layer`'s weights."""
+        twin, _ = self._pair(getattr(keras.layers, self.kind), activation, "float32")
+        copy_weights(layer, twin, input_shape)
+        return twin
 
     def contest(self, pass_, batch, dtype, activation, rng):
         fused, stock, x = self.build_layers(batch, dtype, activation, rng)
-        if pass_ == "fwd":
-            return Contest(forward(fused), forward(stock), (x,))
-        dy = random_tensor(rng, self.output_shape(batch), dtype)
-        return Contest(
-            forward_backward(fused, [fused.kernel, fused.bias]),
-            forward_backward(stock, [stock.kernel, stock.bias]),
-            (x, dy),
-        )
+        def run(layer):
+            if pass_ == "fwd":
+                return forward(layer)
+            return forward_backward(layer, [layer.kernel, layer.bias])
+
+        args = (x,) if pass_ == "fwd" else (x, random_tensor(rng, self.output_shape(batch), dtype))
+        contest = Contest(run(fused), run(stock), args)
+        if dtype != "float32":
+            contest.reference = run(self.float32_twin(stock, activation, x.shape))
+            contest.reference_args = as_float32(args)
+        return contest
+
+
+def copy_weights(source, target, input_shape):
+    """Builds `target` for `input_shape` and gives it `source`'s kernel and bias (cast)."""
+    target.build(input_shape)
+    for name in ("kernel", "bias"):
+        variable = getattr(target, name)
+        variable.assign(tf.cast(tf.convert_to_tensor(getattr(source, name)), variable.dtype))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,4 +192,6 @@ class GemmSpec:
         fused_dense = require("ops.fused_dense")
         w = tf.Variable(random_tensor(rng, (self.k, self.n), dtype, self.k ** -0.5))
         x = random_tensor(rng, (batch, self.k), dtype)
-        return Contest(lambda x: fused_dense(x, w), lambda x: tf.matmul(x, w), (x,))
+        w32 = tf.cast(w, tf.float32)
+        return Contest(lambda x: fused_dense(x, w), lambda x: tf.matmul(x, w), (x,),
+                       reference=lambda x: tf.matmul(x, w32), reference_args=as_float32((x,)))
