@@ -1,5 +1,7 @@
 """Argument checks shared by the op wrappers."""
 
+import contextlib
+
 import tensorflow as tf
 
 from fusedlayers import activations
@@ -8,16 +10,32 @@ FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 _DTYPE_NAMES = ", ".join(d.name for d in FLOAT_DTYPES)
 
 
+_FLOAT_NAMES = frozenset(d.name for d in FLOAT_DTYPES)
+
+
 def as_float_tensor(value, arg_name, dtype=None):
-    """Converts `value` to a tensor of a supported float dtype (matching `dtype` when given)."""
-    tensor = tf.convert_to_tensor(value, dtype_hint=dtype or tf.float32)
-    if tensor.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{arg_name} must be one of {_DTYPE_NAMES}, got {tensor.dtype.name}")
-    if dtype is not None and tensor.dtype != dtype:
-        raise TypeError(
-            f"{arg_name} must have the input's dtype {dtype.name}, got {tensor.dtype.name}"
-        )
+    """Checks that `value` is a tensor of a supported float dtype (matching `dtype` when
+    given), converting anything that is not a tensor or a variable already.
+
+    Variables pass through as they are: the op reads them itself, which in eager mode
+    costs less than a separate read, and dtypes compare by name (cheaper than DType ==).
+    """
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        tensor = value
+    else:
+        tensor = tf.convert_to_tensor(value, dtype_hint=dtype or tf.float32)
+    name = tensor.dtype.name
+    if name not in _FLOAT_NAMES:
+        raise TypeError(f"{arg_name} must be one of {_DTYPE_NAMES}, got {name}")
+    if dtype is not None and name != dtype.name:
+        raise TypeError(f"{arg_name} must have the input's dtype {dtype.name}, got {name}")
     return tensor
+
+
+def op_scope(name):
+    """A name scope for the op in graphs; nothing in eager mode, where names are unused
+    and entering a scope costs as much as a small op."""
+    return contextlib.nullcontext() if tf.executing_eagerly() else tf.name_scope(name)
 
 
 def activation_attrs(activation):

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from fusedlayers._loader import gen_ops
-from fusedlayers.ops._common import activation_attrs, as_float_tensor, bias_list
+from fusedlayers.ops._common import activation_attrs, as_float_tensor, bias_list, op_scope
 
 
 def fused_dense(x, kernel, bias=None, activation=None, name=None):
@@ -18,7 +18,7 @@ def fused_dense(x, kernel, bias=None, activation=None, name=None):
         matching keras.activations / tf.nn callable.
     """
     attrs = activation_attrs(activation)
-    with tf.name_scope(name or "fused_dense"):
+    with op_scope(name or "fused_dense"):
         x = as_float_tensor(x, "x")
         kernel = as_float_tensor(kernel, "kernel", x.dtype)
         biases = bias_list(bias, x.dtype)
