@@ -46,13 +46,37 @@ inline void load_run(const T* data, int64_t base, int64_t stride, int64_t n,
   });
 }
 
-// A grow-once per-thread buffer for the packing callbacks (the prologue packs y
-// and z beside dz): no allocation once a thread has seen its largest panel.
+// A grow-once per-thread buffer for the packing callbacks (y and z packed beside dz,
+// 16-bit types widened), one per slot: no allocation once a thread has seen its
+// largest panel.
 template <typename Acc, int kSlot>
-Acc* prologue_scratch(int64_t count) {
+Acc* packing_scratch(int64_t count) {
   thread_local std::vector<Acc> buffer;
   if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(count);
   return buffer.data();
+}
+
+// pack_strided_panels for any storage type: other types are first widened to Acc
+// into per-thread scratch (one vectorizable pass along the source's contiguous
+// dimension), then packed by the engine's loops.
+template <typename T, typename Acc>
+void pack_widened(const T* data, int64_t row_stride, int64_t depth_stride, int64_t r0,
+                  int64_t nr, int64_t d0, int64_t nd, int panel, Acc* dst) {
+  if constexpr (std::is_same_v<T, Acc>) {
+    pack_strided_panels<Acc>(data, row_stride, depth_stride, r0, nr, d0, nd, panel, dst);
+  } else {
+    Acc* wide = packing_scratch<Acc, 2>(nr * nd);
+    const T* origin = data + r0 * row_stride + d0 * depth_stride;
+    if (row_stride == 1) {  // rows contiguous: keep them so, wide[d * nr + r]
+      for (int64_t d = 0; d < nd; ++d)
+        for (int64_t r = 0; r < nr; ++r) wide[d * nr + r] = load_as<Acc>(origin[d * depth_stride + r]);
+      pack_strided_panels<Acc>(wide, 1, nr, 0, nr, 0, nd, panel, dst);
+    } else {  // wide[r * nd + d]
+      for (int64_t r = 0; r < nr; ++r)
+        for (int64_t d = 0; d < nd; ++d) wide[r * nd + d] = load_as<Acc>(origin[r * row_stride + d * depth_stride]);
+      pack_strided_panels<Acc>(wide, nd, 1, 0, nr, 0, nd, panel, dst);
+    }
+  }
 }
 
 // Element (r, d) = data[r * row_stride + d * depth_stride], times the prologue's
@@ -77,33 +101,33 @@ PackSource<Acc> strided_source(const T* data, int64_t rows, int64_t depth, int64
       src.depth_stride = depth_stride;
       return src;
     }
-    if (!has_prologue || pro.y) {
-      // The engine's vectorized packing for dy (and y, z beside it), then the
-      // derivative multiplied over the packed panels in one vectorizable pass.
-      src.pack = [=](int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, Acc* dst) {
-        const int64_t real = std::clamp<int64_t>(rows - r0, 0, nr);
-        if (real > 0) {
-          pack_strided_panels<Acc>(data, row_stride, depth_stride, r0, real, d0, nd, panel, dst);
-          if (has_prologue) {
-            const int64_t count = (real + panel - 1) / panel * panel * nd;
-            Acc* y = prologue_scratch<Acc, 0>(count);
-            pack_strided_panels<Acc>(pro.y, row_stride, depth_stride, r0, real, d0, nd, panel, y);
-            Acc* z = nullptr;
-            if (use_z) {
-              z = prologue_scratch<Acc, 1>(count);
-              pack_strided_panels<Acc>(pro.z, row_stride, depth_stride, r0, real, d0, nd, panel, z);
-            }
-            activation_derivative_multiply<Acc>(pro.act, y, z, dst, count);
+  }
+  if (!has_prologue || pro.y) {
+    // The engine's vectorized packing for dy (and y, z beside it), then the
+    // derivative multiplied over the packed panels in one vectorizable pass.
+    src.pack = [=](int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, Acc* dst) {
+      const int64_t real = std::clamp<int64_t>(rows - r0, 0, nr);
+      if (real > 0) {
+        pack_widened<T, Acc>(data, row_stride, depth_stride, r0, real, d0, nd, panel, dst);
+        if (has_prologue) {
+          const int64_t count = (real + panel - 1) / panel * panel * nd;
+          Acc* y = packing_scratch<Acc, 0>(count);
+          pack_widened<T, Acc>(pro.y, row_stride, depth_stride, r0, real, d0, nd, panel, y);
+          Acc* z = nullptr;
+          if (use_z) {
+            z = packing_scratch<Acc, 1>(count);
+            pack_widened<T, Acc>(pro.z, row_stride, depth_stride, r0, real, d0, nd, panel, z);
           }
+          activation_derivative_multiply<Acc>(pro.act, y, z, dst, count);
         }
-        if (real < nr) {  // the ones row (index `real` here), possibly opening a panel
-          Acc* panel_dst = dst + real / panel * panel * nd;
-          if (real % panel == 0) std::fill(panel_dst, panel_dst + panel * nd, Acc(0));
-          for (int64_t d = 0; d < nd; ++d) panel_dst[d * panel + real % panel] = Acc(1);
-        }
-      };
-      return src;
-    }
+      }
+      if (real < nr) {  // the ones row (index `real` here), possibly opening a panel
+        Acc* panel_dst = dst + real / panel * panel * nd;
+        if (real % panel == 0) std::fill(panel_dst, panel_dst + panel * nd, Acc(0));
+        for (int64_t d = 0; d < nd; ++d) panel_dst[d * panel + real % panel] = Acc(1);
+      }
+    };
+    return src;
   }
   src.pack = [=](int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, Acc* dst) {
     for (int64_t pr = 0; pr < nr; pr += panel) {
