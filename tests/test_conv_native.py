@@ -202,3 +202,27 @@ def test_results_do_not_depend_on_thread_count():
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_long_weight_gradient_split_over_positions(transpose):
+    """Few channels and many positions: the weight-gradient GEMM is summed in depth
+    slices by several tasks; the result matches the reference for any thread count."""
+    rng = np.random.default_rng(3)
+    case = (4, 48, 50, 3, 2, (3, 3), (1, 1), (1, 1), "same", None)
+    big_hw, small_hw, pads = case_geometry(case, transpose)
+    x_channels, y_channels = (2, 3) if transpose else (3, 2)
+    x = rng.uniform(-1, 1, (4, 48, 50, x_channels))
+    k = rng.uniform(-1, 1, (3, 3, 3, 2))
+    backward = _native.conv2d_transpose_backward if transpose else _native.conv2d_backward
+    forward = _native.conv2d_transpose_forward if transpose else _native.conv2d_forward
+    y, _ = forward(x, k, None, [1, 1], "same")
+    dy = rng.uniform(-1, 1, y.shape)
+    runs = [backward(dy, x, k, y, None, True, [1, 1], "same", threads=t) for t in (1, 3)]
+    for a, b in zip(runs[0], runs[1]):
+        np.testing.assert_array_equal(a, b)
+    _, dk, db = runs[0]
+    big, small = (dy, x) if transpose else (x, dy)
+    assert_close(dk, ref_kernel_grad(big, small, k.shape, (1, 1), (1, 1), pads), np.float64)
+    assert_close(db, dy.sum(axis=(0, 1, 2)), np.float64)
+    assert y.shape[3] == y_channels

@@ -12,6 +12,7 @@
 // dz (on the pass's output grid) times the pass's input patches over positions.
 #include "conv.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "conv_operands.h"
@@ -82,6 +83,60 @@ struct Sides {
 Sides sides_of(const ConvGeometry& g, bool input_is_big) {
   const int64_t cb = g.big_channels, cs = g.small_channels;
   return input_is_big ? Sides{cb, cs, cs, 1} : Sides{cs, cb, 1, cs};
+}
+
+// Weight gradients of layers with few channels are GEMMs with a small output and a
+// long depth (every position of the batch). The engine parallelizes over output
+// tiles only, so such a GEMM is cut into depth slices, each summed by one task into
+// its own partial, the partials then added in order. The slice count depends on the
+// shape alone, which keeps results identical for any thread count.
+constexpr int64_t kSplitMaxOutput = int64_t{1} << 16;  // elements of C
+constexpr int64_t kSplitMinDepth = 4096;
+constexpr int64_t kSplitMaxSlices = 16;
+
+template <typename Acc>
+PackSource<Acc> depth_slice(const PackSource<Acc>& src, int64_t begin, int64_t count) {
+  PackSource<Acc> slice = src;
+  slice.depth = count;
+  if (src.data) {
+    slice.data = src.data + begin * src.depth_stride;
+  } else {
+    slice.pack = [pack = src.pack, begin](int64_t r0, int64_t nr, int64_t d0, int64_t nd,
+                                          int panel, Acc* dst) {
+      pack(r0, nr, begin + d0, nd, panel, dst);
+    };
+  }
+  return slice;
+}
+
+template <typename Acc>
+void gemm_split_depth(const PackSource<Acc>& a, const PackSource<Acc>& b,
+                      const TileEpilogue<Acc>& epilogue, TaskRunner& runner) {
+  const int64_t m = a.rows, n = b.rows, k = a.depth;
+  const int64_t slices =
+      m * n > kSplitMaxOutput ? 1 : std::clamp<int64_t>(k / kSplitMinDepth, 1, kSplitMaxSlices);
+  if (slices == 1 || m == 0 || n == 0) {
+    gemm<Acc>(a, b, epilogue, runner);
+    return;
+  }
+  std::vector<Acc> partials(slices * m * n);
+  runner.run(slices, [&](int64_t s) {
+    const int64_t begin = k * s / slices, end = k * (s + 1) / slices;
+    Acc* out = partials.data() + s * m * n;
+    SerialRunner serial;
+    gemm<Acc>(depth_slice(a, begin, end - begin), depth_slice(b, begin, end - begin),
+              [out, n](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile,
+                       int64_t ld) {
+                for (int64_t i = 0; i < mi; ++i)
+                  std::copy(tile + i * ld, tile + i * ld + nj, out + (i0 + i) * n + j0);
+              },
+              serial);
+  });
+  for (int64_t s = 1; s < slices; ++s) {
+    const Acc* part = partials.data() + s * m * n;
+    for (int64_t e = 0; e < m * n; ++e) partials[e] += part[e];
+  }
+  epilogue(0, m, 0, n, partials.data(), n);
 }
 
 template <typename T>
@@ -187,7 +242,7 @@ void run_weight_grad_passes(const std::vector<Pass>& passes, const ConvGeometry&
     const auto b = patch_depth_source<T, Acc>(in_view, dbias != nullptr);
     const KernelTaps<T> taps = kernel_taps(pass, g, dkernel, s);
     const int64_t real_cols = in_view.taps() * s.in_channels;
-    gemm<Acc>(
+    gemm_split_depth<Acc>(
         a, b,
         [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
           for (int64_t j = j0; j < j0 + nj; ++j) {

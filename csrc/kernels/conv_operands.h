@@ -36,15 +36,36 @@ struct PatchView {
   int64_t positions() const { return batch * h.grid * w.grid; }
   int64_t taps() const { return h.taps * w.taps; }
 
-  // Offset of the first channel of position `pos`'s tap, or -1 in the padding.
-  int64_t pixel(int64_t pos, int64_t tap) const {
+  // Where grid position `pos` reads: its image's first pixel and the source index of
+  // tap (0, 0) on each axis (decoded once per position, not per tap).
+  struct Origin {
+    int64_t image, h, w;
+  };
+  Origin origin(int64_t pos) const {
     const int64_t n = pos / (h.grid * w.grid), hw = pos - n * h.grid * w.grid;
     const int64_t gh = hw / w.grid, gw = hw - gh * w.grid;
-    const int64_t th = tap / w.taps, tw = tap - th * w.taps;
-    const int64_t sh = gh * h.grid_step + th * h.tap_step + h.offset;
-    const int64_t sw = gw * w.grid_step + tw * w.tap_step + w.offset;
+    return {n * h.source * w.source, gh * h.grid_step + h.offset, gw * w.grid_step + w.offset};
+  }
+
+  // Offset of the first channel of tap (th, tw) seen from `o`, or -1 in the padding.
+  int64_t pixel(const Origin& o, int64_t th, int64_t tw) const {
+    const int64_t sh = o.h + th * h.tap_step, sw = o.w + tw * w.tap_step;
     if (sh < 0 || sh >= h.source || sw < 0 || sw >= w.source) return -1;
-    return ((n * h.source + sh) * w.source + sw) * channels;
+    return (o.image + sh * w.source + sw) * channels;
+  }
+
+  // Calls f(pixel, first channel, count, index) for the runs of one tap's channels
+  // that cover (tap, channel) indices [begin, end) of the position at `o`.
+  template <typename F>
+  void for_each_run(const Origin& o, int64_t begin, int64_t end, F&& f) const {
+    const int64_t tap = begin / channels;
+    int64_t c = begin - tap * channels, th = tap / w.taps, tw = tap - th * w.taps;
+    for (int64_t i = begin; i < end; c = 0) {
+      const int64_t run = std::min(channels - c, end - i);
+      f(pixel(o, th, tw), c, run, i);
+      i += run;
+      if (++tw == w.taps) tw = 0, ++th;
+    }
   }
 
   // Writes channels [c, c + run) of `px` (or zeros for px < 0) to out[e * stride].
@@ -66,7 +87,6 @@ PackSource<Acc> patch_rows_source(const PatchView<T>& view) {
   src.rows = view.positions();
   src.depth = view.taps() * view.channels;
   src.pack = [view](int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, Acc* dst) {
-    const int64_t channels = view.channels;
     for (int64_t pr = 0; pr < nr; pr += panel) {
       Acc* panel_dst = dst + pr * nd;
       for (int rr = 0; rr < panel; ++rr) {
@@ -75,13 +95,10 @@ PackSource<Acc> patch_rows_source(const PatchView<T>& view) {
           for (int64_t d = 0; d < nd; ++d) out[d * panel] = Acc(0);
           continue;
         }
-        const int64_t pos = r0 + pr + rr;
-        int64_t tap = d0 / channels, c = d0 - tap * channels;
-        for (int64_t d = d0; d < d0 + nd; ++tap, c = 0) {
-          const int64_t run = std::min(channels - c, d0 + nd - d);
-          view.load_channels(view.pixel(pos, tap), c, run, out + (d - d0) * panel, panel);
-          d += run;
-        }
+        view.for_each_run(view.origin(r0 + pr + rr), d0, d0 + nd,
+                          [&](int64_t px, int64_t c, int64_t run, int64_t d) {
+                            view.load_channels(px, c, run, out + (d - d0) * panel, panel);
+                          });
       }
     }
   };
@@ -99,30 +116,25 @@ PackSource<Acc> patch_depth_source(const PatchView<T>& view, bool ones_row) {
   src.depth = view.positions();
   src.pack = [view, real_rows](int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel,
                                Acc* dst) {
-    const int64_t channels = view.channels;
     const int64_t padded = (nr + panel - 1) / panel * panel;
     for (int64_t d = d0; d < d0 + nd; ++d) {
       Acc* col = dst + (d - d0) * panel;
       // Row r0 + i lands at col[(i / panel) * panel * nd + i % panel].
       auto at = [&](int64_t i) -> Acc* { return col + (i / panel) * panel * nd + i % panel; };
-      int64_t r = r0;
       const int64_t real_end = std::min(r0 + nr, real_rows);
-      if (r < real_end) {
-        int64_t tap = r / channels, c = r - tap * channels;
-        for (; r < real_end; ++tap, c = 0) {
-          const int64_t run = std::min(channels - c, real_end - r);
-          const int64_t px = view.pixel(d, tap);
-          // A run crosses at most a few panels: split it where a panel ends.
-          for (int64_t e = 0; e < run;) {
-            const int64_t i = r + e - r0;
-            const int64_t chunk = std::min(run - e, panel - i % panel);
-            view.load_channels(px, c + e, chunk, at(i), 1);
-            e += chunk;
-          }
-          r += run;
-        }
+      if (r0 < real_end) {
+        view.for_each_run(view.origin(d), r0, real_end,
+                          [&](int64_t px, int64_t c, int64_t run, int64_t r) {
+                            // A run crosses a few panels: split it where a panel ends.
+                            for (int64_t e = 0; e < run;) {
+                              const int64_t i = r + e - r0;
+                              const int64_t chunk = std::min(run - e, panel - i % panel);
+                              view.load_channels(px, c + e, chunk, at(i), 1);
+                              e += chunk;
+                            }
+                          });
       }
-      for (; r < r0 + nr; ++r) *at(r - r0) = Acc(1);  // the ones row
+      for (int64_t r = std::max(r0, real_end); r < r0 + nr; ++r) *at(r - r0) = Acc(1);  // ones
       for (int64_t i = nr; i < padded; ++i) *at(i) = Acc(0);
     }
   };
