@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from fusedlayers._loader import gen_ops
-from fusedlayers.ops._common import activation_attrs, as_float_tensor, bias_list
+from fusedlayers.ops._common import activation_attrs, as_float_tensor, bias_list, op_scope
 
 
 def normalize_pair(value, arg_name, allow_none=False):
@@ -52,7 +52,7 @@ def fused_conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate
         matching keras.activations / tf.nn callable.
     """
     attrs = {**_conv_attrs(strides, padding, dilation_rate), **activation_attrs(activation)}
-    with tf.name_scope(name or "fused_conv2d"):
+    with op_scope(name or "fused_conv2d"):
         x = as_float_tensor(x, "x")
         kernel = as_float_tensor(kernel, "kernel", x.dtype)
         y, _ = gen_ops.fused_layers_fused_conv2d(
@@ -77,7 +77,7 @@ def fused_conv2d_transpose(x, kernel, bias=None, strides=2, padding="same", outp
     attrs = {**_conv_attrs(strides, padding, dilation_rate), **activation_attrs(activation)}
     attrs["output_padding"] = normalize_pair(output_padding, "output_padding",
                                              allow_none=True) or []
-    with tf.name_scope(name or "fused_conv2d_transpose"):
+    with op_scope(name or "fused_conv2d_transpose"):
         x = as_float_tensor(x, "x")
         kernel = as_float_tensor(kernel, "kernel", x.dtype)
         y, _ = gen_ops.fused_layers_fused_conv2d_transpose(
