@@ -8,7 +8,8 @@ import tensorflow as tf
 import fusedlayers.keras as flk
 from conftest import assert_close
 
-FUSED_CLASSES = (flk.Dense,)
+FUSED_CLASSES = (flk.Dense, flk.Conv2D, flk.Conv2DTranspose)
+STOCK_CLASSES = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv2DTranspose)
 
 
 def fused_layers(model):
@@ -16,8 +17,7 @@ def fused_layers(model):
 
 
 def stock_layers(model):
-    stock = (keras.layers.Dense,)
-    return [layer for layer in model._flatten_layers() if type(layer) in stock]
+    return [layer for layer in model._flatten_layers() if type(layer) in STOCK_CLASSES]
 
 
 def random_input(shape):
@@ -90,6 +90,46 @@ def test_functional_with_shared_layers_several_ios_and_nested_models():
         "pre_a", "shared", "hidden", "classes", "per_step", "value"}
     assert "inner/hidden" in fused.fuse_report.swapped
     assert fused.fuse_report.kept == []
+
+
+def autoencoder():
+    """The seed auto-encoder in the functional API, its decoder shared by two inputs."""
+    image = keras.Input((28, 28, 1), name="image")
+    h = keras.layers.Conv2D(32, 4, 2, activation="elu", name="enc1")(image)
+    h = keras.layers.Conv2D(64, 4, 2, activation="elu", name="enc2")(h)
+    h = keras.layers.Conv2D(128, 4, 2, activation="elu", name="enc3")(h)
+    code = keras.layers.Dense(16, name="code")(keras.layers.Flatten()(h))
+    decoder = keras.Sequential([
+        keras.Input((16,)), keras.layers.Reshape((1, 1, 16)),
+        keras.layers.Conv2DTranspose(128, 5, 2, activation="elu", name="dec1"),
+        keras.layers.Conv2DTranspose(64, 5, 2, activation="elu", name="dec2"),
+        keras.layers.Conv2DTranspose(1, 4, 2, name="dec3"),
+    ], name="decoder")
+    noise = keras.Input((16,), name="noise")
+    return keras.Model([image, noise], [decoder(code), decoder(noise)])
+
+
+def test_conv_autoencoder_with_a_shared_decoder():
+    model = autoencoder()
+    fused = flk.fuse(model)
+    assert not stock_layers(fused) and len(fused_layers(fused)) == 7
+    assert isinstance(fused.get_layer("decoder").get_layer("dec1"), flk.Conv2DTranspose)
+    assert isinstance(fused.get_layer("enc1"), flk.Conv2D)
+    assert_same_weights(model, fused)
+    inputs = [random_input((2, 28, 28, 1)), random_input((2, 16))]
+    assert [tuple(y.shape) for y in fused(inputs)] == [(2, 28, 28, 1)] * 2
+    assert_same_outputs(model, fused, inputs)
+
+
+def test_grouped_conv2d_is_kept_stock():
+    model = keras.Sequential([keras.Input((5, 5, 4)), keras.layers.Conv2D(4, 3, groups=2, name="g"),
+                              keras.layers.Conv2D(2, 1, name="plain")])
+    fused = flk.fuse(model)
+    [(path, reason)] = fused.fuse_report.kept
+    assert path.endswith("g") and "groups=2" in reason
+    assert [p.rpartition("/")[2] for p in fused.fuse_report.swapped] == ["plain"]
+    assert type(fused.get_layer("g")) is keras.layers.Conv2D
+    assert_same_outputs(model, fused, random_input((2, 5, 5, 4)))
 
 
 def test_unsupported_layers_are_kept_stock_with_the_reason(caplog):

@@ -19,9 +19,31 @@ CASES = [
     (keras.layers.Dense, flk.Dense, dict(units=4, use_bias=False), (3, 5)),
     (keras.layers.Dense, flk.Dense,
      dict(units=4, activation=keras.activations.leaky_relu, bias_initializer="ones"), (3, 5)),
+    (keras.layers.Conv2D, flk.Conv2D,
+     dict(filters=5, kernel_size=3, strides=2, padding="same", activation="elu"), (2, 9, 8, 3)),
+    (keras.layers.Conv2D, flk.Conv2D,
+     dict(filters=4, kernel_size=(3, 2), dilation_rate=2, activation="gelu",
+          bias_initializer="ones"), (2, 8, 7, 3)),
+    # channels_first: the output's width must differ from filters, or stock Keras 3.15's
+    # ops.add takes the bias for channels_last (its bias_add shortcut guesses the axis).
+    (keras.layers.Conv2D, flk.Conv2D,
+     dict(filters=3, kernel_size=3, data_format="channels_first", activation="softmax",
+          bias_initializer="random_normal"), (2, 2, 6, 7)),
+    (keras.layers.Conv2DTranspose, flk.Conv2DTranspose,
+     dict(filters=4, kernel_size=5, strides=2, padding="same", activation="relu"), (2, 5, 5, 3)),
+    (keras.layers.Conv2DTranspose, flk.Conv2DTranspose,
+     dict(filters=3, kernel_size=3, strides=(3, 2), output_padding=(2, 1), use_bias=False,
+          activation="silu"), (2, 4, 3, 2)),
+    (keras.layers.Conv2DTranspose, flk.Conv2DTranspose,
+     dict(filters=2, kernel_size=4, strides=2, padding="same", data_format="channels_first",
+          bias_initializer="ones"), (2, 3, 4, 5)),
 ]
 CASE_IDS = [f"{c[1].__name__}-{i}" for i, c in enumerate(CASES)]
-PAIRS = [(keras.layers.Dense, flk.Dense)]
+PAIRS = [(keras.layers.Dense, flk.Dense), (keras.layers.Conv2D, flk.Conv2D),
+         (keras.layers.Conv2DTranspose, flk.Conv2DTranspose)]
+# One case per fused class, for the tests that need only one.
+FIRST_CASES = [CASES[0], CASES[5], CASES[8]]
+FIRST_IDS = [c[1].__name__ for c in FIRST_CASES]
 
 
 def twin_layers(stock_class, fused_class, kwargs, input_shape, **extra):
@@ -66,7 +88,7 @@ def test_outputs_and_gradients_match_stock(stock_class, fused_class, kwargs, inp
         assert_close(actual, expected)
 
 
-@pytest.mark.parametrize("stock_class,fused_class,kwargs,input_shape", CASES[:1], ids=CASE_IDS[:1])
+@pytest.mark.parametrize("stock_class,fused_class,kwargs,input_shape", FIRST_CASES, ids=FIRST_IDS)
 def test_call_runs_the_fused_op(stock_class, fused_class, kwargs, input_shape):
     stock, fused = twin_layers(stock_class, fused_class, kwargs, input_shape)
     x = random_input(input_shape)
@@ -104,11 +126,77 @@ def test_invalid_units_raise_like_stock(units):
         flk.Dense(units)
 
 
-@pytest.mark.parametrize("stock_class,fused_class", PAIRS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("fused_class,args", [(flk.Dense, (4,)), (flk.Conv2D, (4, 3))],
+                         ids=["Dense", "Conv2D"])
 @pytest.mark.parametrize("argument", [dict(lora_rank=4), dict(lora_alpha=8)])
-def test_lora_arguments_raise(stock_class, fused_class, argument):
+def test_lora_arguments_raise(fused_class, args, argument):
     with pytest.raises(ValueError, match=f"{next(iter(argument))}.*keras.layers"):
-        fused_class(4, **argument)
+        fused_class(*args, **argument)
+
+
+def test_grouped_conv2d_raises():
+    keras.layers.Conv2D(4, 3, groups=2)  # stock accepts it
+    with pytest.raises(ValueError, match="groups=2.*keras.layers.Conv2D"):
+        flk.Conv2D(4, 3, groups=2)
+
+
+@pytest.mark.parametrize("stock_class,fused_class,kwargs", [
+    (keras.layers.Conv2D, flk.Conv2D, dict(filters=0, kernel_size=3)),
+    (keras.layers.Conv2D, flk.Conv2D, dict(filters=2, kernel_size=3, strides=2, dilation_rate=2)),
+    (keras.layers.Conv2D, flk.Conv2D, dict(filters=2, kernel_size=(3, 0))),
+    (keras.layers.Conv2DTranspose, flk.Conv2DTranspose, dict(filters=-1, kernel_size=3)),
+    (keras.layers.Conv2DTranspose, flk.Conv2DTranspose,
+     dict(filters=2, kernel_size=3, strides=2, output_padding=2)),
+    (keras.layers.Conv2DTranspose, flk.Conv2DTranspose,
+     dict(filters=2, kernel_size=3, strides=(2, 1), output_padding=(1, 1))),
+    (keras.layers.Conv2DTranspose, flk.Conv2DTranspose,
+     dict(filters=2, kernel_size=3, strides=2, dilation_rate=2)),
+], ids=["filters", "strides-dilation", "kernel-size", "filters", "output-padding",
+        "output-padding-pair", "strides-dilation"])
+def test_invalid_conv_arguments_raise_like_stock(stock_class, fused_class, kwargs):
+    with pytest.raises(Exception) as stock_error:
+        stock_class(**kwargs)
+    with pytest.raises(type(stock_error.value)) as fused_error:
+        fused_class(**kwargs)
+    assert str(fused_error.value) == str(stock_error.value)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("strides", [1, 2, 3])
+@pytest.mark.parametrize("kernel_size", [1, 2, 3, 4])
+def test_conv2d_transpose_output_shapes_are_stock(padding, strides, kernel_size):
+    """Keras's output-size rule for every legal output_padding, checked on the computed output."""
+    x = random_input((1, 3, 4, 2))
+    for output_padding in [None] + list(range(strides)):
+        kwargs = dict(filters=2, kernel_size=kernel_size, strides=strides, padding=padding,
+                      output_padding=output_padding)
+        stock, fused = twin_layers(keras.layers.Conv2DTranspose, flk.Conv2DTranspose, kwargs,
+                                   x.shape)
+        expected = stock.compute_output_shape(x.shape)
+        assert fused.compute_output_shape(x.shape) == expected
+        try:
+            y_stock = stock(x)
+        except (tf.errors.OpError, ValueError):
+            # Stock TF cannot run this one (same padding, an even kernel and no room for the
+            # odd padding); ours must refuse it too, with an error rather than a wrong shape.
+            with pytest.raises(tf.errors.InvalidArgumentError, match="output_padding|padding"):
+                fused(x)
+            continue
+        y_fused = fused(x)
+        assert tuple(y_fused.shape) == tuple(y_stock.shape) == tuple(expected)
+        assert_close(y_fused, y_stock)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("strides,dilation_rate", [(1, 1), (2, 1), (3, 1), (1, 2)])
+def test_conv2d_output_shapes_are_stock(padding, strides, dilation_rate):
+    x = random_input((1, 7, 6, 2))
+    kwargs = dict(filters=3, kernel_size=3, strides=strides, padding=padding,
+                  dilation_rate=dilation_rate)
+    stock, fused = twin_layers(keras.layers.Conv2D, flk.Conv2D, kwargs, x.shape)
+    y_stock, y_fused = stock(x), fused(x)
+    assert tuple(y_fused.shape) == tuple(y_stock.shape) == tuple(stock.compute_output_shape(x.shape))
+    assert_close(y_fused, y_stock)
 
 
 def test_quantization_raises():
@@ -125,7 +213,8 @@ def test_quantization_raises():
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-@pytest.mark.parametrize("stock_class,fused_class,kwargs,input_shape", CASES[:2], ids=CASE_IDS[:2])
+@pytest.mark.parametrize("stock_class,fused_class,kwargs,input_shape", CASES[:2] + FIRST_CASES[1:],
+                         ids=CASE_IDS[:2] + FIRST_IDS[1:])
 def test_mixed_precision_policies_behave_as_stock(policy, stock_class, fused_class, kwargs,
                                                   input_shape):
     stock, fused = twin_layers(stock_class, fused_class, kwargs, input_shape, dtype=policy)
@@ -183,14 +272,14 @@ def test_training_argument_and_masks_as_stock():
     assert outputs._keras_mask is not None
 
 
-@pytest.mark.parametrize("stock_class,fused_class,kwargs,input_shape", CASES[:1], ids=CASE_IDS[:1])
+@pytest.mark.parametrize("stock_class,fused_class,kwargs,input_shape", FIRST_CASES, ids=FIRST_IDS)
 def test_xla_runs_the_stock_composition(stock_class, fused_class, kwargs, input_shape):
     stock, fused = twin_layers(stock_class, fused_class, kwargs, input_shape)
     x = random_input(input_shape)
     compiled = tf.function(fused, jit_compile=True)
     assert_close(compiled(x), stock(x))
     hlo = compiled.experimental_get_compiler_ir(x)(stage="hlo")
-    assert "custom-call" not in hlo and "dot(" in hlo
+    assert "custom-call" not in hlo and ("dot(" in hlo or "convolution(" in hlo)
 
 
 def test_keras_jit_compile_falls_back_to_the_fused_ops():

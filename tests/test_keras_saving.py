@@ -39,10 +39,14 @@ LOADER = textwrap.dedent("""
 
 
 def user_model():
-    """A user's stock functional model: a layer shared by two inputs, two outputs."""
+    """A user's stock functional model: a layer shared by two inputs, convolutions, two outputs."""
     shared = keras.layers.Dense(16, activation="relu", name="shared")
     a, b = keras.Input((6,), name="a"), keras.Input((6,), name="b")
     h = keras.layers.Concatenate()([shared(a), shared(b)])
+    image = keras.layers.Reshape((4, 4, 2))(h)
+    image = keras.layers.Conv2D(3, 3, padding="same", activation="elu", name="conv")(image)
+    image = keras.layers.Conv2DTranspose(2, 3, strides=2, activation="tanh", name="up")(image)
+    h = keras.layers.Concatenate()([h, keras.layers.Flatten()(image)])
     h = keras.layers.Dense(8, activation="gelu", kernel_regularizer="l2")(h)
     return keras.Model([a, b], [keras.layers.Dense(3, activation="softmax", name="p")(h),
                                 keras.layers.Dense(1, name="v")(h)])
@@ -50,6 +54,7 @@ def user_model():
 
 def test_fused_trained_model_reloads_in_a_new_process_with_identical_predictions(tmp_path):
     model = flk.fuse(user_model())
+    assert model.fuse_report.kept == [] and len(model.fuse_report.swapped) == 6
     model.compile("adam", ["categorical_crossentropy", "mse"])
     x = np.random.normal(size=(32, 6)).astype("float32")
     targets = [keras.utils.to_categorical(np.random.randint(0, 3, 32), 3),
@@ -67,8 +72,11 @@ def test_fused_trained_model_reloads_in_a_new_process_with_identical_predictions
     result = json.loads(run.stdout.strip().splitlines()[-1])
 
     assert result["loaded_without_import"] is False
-    assert "fusedlayers.keras.dense.Dense" in result["classes"]
-    assert "keras.src.layers.core.dense.Dense" not in result["classes"]
+    for name in ("dense.Dense", "conv.Conv2D", "conv.Conv2DTranspose"):
+        assert f"fusedlayers.keras.{name}" in result["classes"]
+    assert not {"keras.src.layers.core.dense.Dense", "keras.src.layers.convolutional.conv2d.Conv2D",
+                "keras.src.layers.convolutional.conv2d_transpose.Conv2DTranspose"} & set(
+                    result["classes"])
     np.testing.assert_array_equal(np.load(tmp_path / "keras_predictions.npy"), expected)
     np.testing.assert_allclose(np.load(tmp_path / "exported_predictions.npy"), expected,
                                rtol=1e-6, atol=1e-7)

@@ -19,7 +19,19 @@ def mlp():
         np.random.randint(0, 4, size=(64,))
 
 
-MODELS = {"mlp": mlp}
+def convnet():
+    """A small conv classifier: Conv2D down, Conv2DTranspose up, channels_first in the middle."""
+    inputs = keras.Input((10, 10, 2))
+    h = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu")(inputs)
+    h = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", activation="elu")(h)
+    h = keras.layers.Permute((3, 1, 2))(h)
+    h = keras.layers.Conv2D(3, 3, data_format="channels_first", activation="tanh")(h)
+    outputs = keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(h))
+    return keras.Model(inputs, outputs), np.random.normal(size=(64, 10, 10, 2)).astype(
+        "float32"), np.random.randint(0, 4, size=(64,))
+
+
+MODELS = {"mlp": mlp, "convnet": convnet}
 
 
 def stock_and_fused(build, optimizer="sgd", **compile_kwargs):

@@ -7,6 +7,7 @@ import logging
 import keras
 
 from fusedlayers.keras import _support
+from fusedlayers.keras.conv import Conv2D, Conv2DTranspose
 from fusedlayers.keras.dense import Dense
 
 _logger = logging.getLogger("fusedlayers")
@@ -14,6 +15,8 @@ _logger = logging.getLogger("fusedlayers")
 # Exact stock classes only: a user's subclass of keras.layers.Dense may override call().
 STOCK_TO_FUSED = {
     keras.layers.Dense: Dense,
+    keras.layers.Conv2D: Conv2D,
+    keras.layers.Conv2DTranspose: Conv2DTranspose,
 }
 _FUSED_CLASSES = tuple(STOCK_TO_FUSED.values())
 
