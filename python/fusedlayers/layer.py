@@ -139,6 +139,9 @@ class Layer(tf.Module):
             self._regularized.append((regularizer, variable))
         return variable
 
+    # Not converted by AutoGraph: it runs eagerly anyway, and AutoGraph fails (with a
+    # warning) on the empty _build of layers without variables.
+    @tf.autograph.experimental.do_not_convert
     def build(self, input_shape):
         """Creates the variables for inputs of `input_shape`; later calls are no-ops.
 
