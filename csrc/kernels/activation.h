@@ -7,6 +7,14 @@
 #include <string>
 #include <type_traits>
 
+// Marks the table's functions callable from CUDA device code too (the CUDA kernels'
+// epilogues share this table); empty for the host compiler, so the CPU build is unchanged.
+#ifdef __CUDACC__
+#define FL_HOST_DEVICE __host__ __device__
+#else
+#define FL_HOST_DEVICE
+#endif
+
 namespace fusedlayers {
 
 // Order is part of the op ABI: the TF ops carry the activation as a string, and the
@@ -75,7 +83,7 @@ inline constexpr double kGeluTanhCoeff = 0.044715;
 
 // The gradient needs the pre-activation z (rather than the output y) only for these,
 // and for leaky_relu with a negative slope (y no longer tells the sign of z).
-inline bool grad_needs_preactivation(ActivationSpec a) {
+FL_HOST_DEVICE inline bool grad_needs_preactivation(ActivationSpec a) {
   switch (a.kind) {
     case Activation::kGelu:
     case Activation::kGeluTanh:
@@ -90,14 +98,14 @@ inline bool grad_needs_preactivation(ActivationSpec a) {
 }
 
 template <typename Acc>
-inline Acc stable_sigmoid(Acc z) {
+FL_HOST_DEVICE inline Acc stable_sigmoid(Acc z) {
   if (z >= Acc(0)) return Acc(1) / (Acc(1) + std::exp(-z));
   const Acc e = std::exp(z);
   return e / (Acc(1) + e);
 }
 
 template <typename Acc>
-inline Acc activation_forward(ActivationSpec a, Acc z) {
+FL_HOST_DEVICE inline Acc activation_forward(ActivationSpec a, Acc z) {
   using namespace act_constants;
   switch (a.kind) {
     case Activation::kLinear: return z;
@@ -125,7 +133,7 @@ inline Acc activation_forward(ActivationSpec a, Acc z) {
 // d act / d z, from whichever of y (output) and z (pre-activation) the activation
 // needs (see grad_needs_preactivation); the other argument is ignored.
 template <typename Acc>
-inline Acc activation_derivative(ActivationSpec a, Acc y, Acc z) {
+FL_HOST_DEVICE inline Acc activation_derivative(ActivationSpec a, Acc y, Acc z) {
   using namespace act_constants;
   switch (a.kind) {
     case Activation::kLinear: return Acc(1);
