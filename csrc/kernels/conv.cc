@@ -263,11 +263,140 @@ void run_weight_grad_passes(const std::vector<Pass>& passes, const ConvGeometry&
   for (size_t i = 0; i < bias_sum.size(); ++i) dbias[i] = store_as<T>(bias_sum[i]);
 }
 
+// The scatter direction (small -> big) as one plain GEMM and a col2im gather, for a
+// few images at a time:
+//   P[small position, (tap, big channel)] = in[small position, :] . kernel[tap, big, :]
+//   out[big position] = act(bias + sum over the taps that reach it of P[...]).
+// Both GEMM operands are plain matrices (the kernel [kh, kw, big C, small C] is a
+// row-major [taps * big C, small C] one), packed by the engine's vectorized loops,
+// and N = taps * big C keeps the micro-tiles full even for a layer with one or three
+// output channels, where the sub-pixel passes (N = big C) waste most of each tile and
+// spend their time gathering patches. P holds about taps / stride^2 times the
+// output's elements, so images are taken in groups whose P fits kCol2imBudget; each
+// big element sums its taps in a fixed order, so results do not depend on threads.
+constexpr int64_t kCol2imBudget = int64_t{1} << 20;  // elements of P per group
+
+int64_t col2im_elements_per_image(const ConvGeometry& g) {
+  return g.h.small * g.w.small * g.h.kernel * g.w.kernel * g.big_channels;
+}
+
+bool scatter_by_col2im(const ConvGeometry& g) {
+  return col2im_elements_per_image(g) <= kCol2imBudget;
+}
+
+// The (tap, small index) pairs that reach each index of the big axis, in tap order:
+// big = small * stride + tap * dilation - pad_before.
+struct AxisReach {
+  std::vector<int64_t> begin;  // pairs of big index b: [begin[b], begin[b + 1])
+  std::vector<int64_t> tap, small;
+};
+
+AxisReach axis_reach(const ConvAxis& a) {
+  AxisReach r;
+  r.begin.reserve(a.big + 1);
+  for (int64_t b = 0; b < a.big; ++b) {
+    r.begin.push_back(static_cast<int64_t>(r.tap.size()));
+    for (int64_t t = 0; t < a.kernel; ++t) {
+      const int64_t num = b + a.pad_before - t * a.dilation;
+      if (num < 0 || num % a.stride != 0 || num / a.stride >= a.small) continue;
+      r.tap.push_back(t);
+      r.small.push_back(num / a.stride);
+    }
+  }
+  r.begin.push_back(static_cast<int64_t>(r.tap.size()));
+  return r;
+}
+
+// sums[big w, :] += p_row[small w, tap w, :] over one row of P (one small row and
+// kernel row): each small position adds its kw taps to the big positions they reach,
+// which for dilation 1 is one contiguous run of kw * channels (clipped at the edges).
+template <typename Acc>
+void add_row_taps(const ConvAxis& w, int64_t channels, int64_t ld, const Acc* p_row, Acc* sums) {
+  for (int64_t ws = 0; ws < w.small; ++ws) {
+    const int64_t wb0 = ws * w.stride - w.pad_before;
+    const int64_t lo = wb0 >= 0 ? 0 : (-wb0 + w.dilation - 1) / w.dilation;
+    const int64_t hi = std::min(w.kernel, (w.big - wb0 + w.dilation - 1) / w.dilation);
+    const Acc* src = p_row + ws * ld;
+    if (w.dilation == 1) {
+      const int64_t base = wb0 * channels;  // negative at the left edge, where lo > 0
+      for (int64_t e = lo * channels; e < hi * channels; ++e) sums[base + e] += src[e];
+      continue;
+    }
+    for (int64_t t = lo; t < hi; ++t) {
+      Acc* dst = sums + (wb0 + t * w.dilation) * channels;
+      for (int64_t c = 0; c < channels; ++c) dst[c] += src[t * channels + c];
+    }
+  }
+}
+
+template <typename T>
+void run_scatter_col2im(const ConvGeometry& g, const T* in,
+                        const ActivationGradPrologue<T>* prologue, const T* kernel, const T* bias,
+                        ActivationSpec act, T* out, T* z, TaskRunner& runner) {
+  using Acc = acc_t<T>;
+  const int64_t cs = g.small_channels, cb = g.big_channels;
+  const int64_t small_image = g.h.small * g.w.small, big_image = g.h.big * g.w.big;
+  const int64_t taps = g.h.kernel * g.w.kernel, ld = taps * cb;
+  const int64_t group =
+      std::clamp<int64_t>(kCol2imBudget / std::max<int64_t>(col2im_elements_per_image(g), 1), 1,
+                          std::max<int64_t>(g.batch, 1));
+  const AxisReach reach_h = axis_reach(g.h);
+  const auto b = strided_source<T, Acc>(kernel, ld, cs, cs, 1);
+  Acc* p = packing_scratch<Acc, 3>(group * small_image * ld);
+  for (int64_t n0 = 0; n0 < g.batch; n0 += group) {
+    const int64_t images = std::min(group, g.batch - n0);
+    const int64_t offset = n0 * small_image * cs;
+    ActivationGradPrologue<T> shifted;
+    if (prologue) {
+      shifted = *prologue;
+      if (shifted.y) shifted.y += offset;
+      if (shifted.z) shifted.z += offset;
+    }
+    const auto a = strided_source<T, Acc>(in + offset, images * small_image, cs, cs, 1,
+                                          prologue ? &shifted : nullptr);
+    gemm<Acc>(a, b, {}, runner, GemmAccumulator<Acc>{p, ld});
+    // One task per big row: the bias plus its taps summed into a row, then the
+    // activation over the whole row at once (a layer with few channels would
+    // otherwise pay the epilogue's per-call cost for every pixel).
+    runner.run(images * g.h.big, [&](int64_t task) {
+      const int64_t image = task / g.h.big, hb = task - image * g.h.big;
+      Acc* sums = packing_scratch<Acc, 4>(g.w.big * cb);
+      for (int64_t wb = 0; wb < g.w.big; ++wb)
+        for (int64_t c = 0; c < cb; ++c) sums[wb * cb + c] = bias ? load_as<Acc>(bias[c]) : Acc(0);
+      for (int64_t ih = reach_h.begin[hb]; ih < reach_h.begin[hb + 1]; ++ih) {
+        const Acc* p_row = p + (image * g.h.small + reach_h.small[ih]) * g.w.small * ld +
+                           reach_h.tap[ih] * g.w.kernel * cb;
+        add_row_taps<Acc>(g.w, cb, ld, p_row, sums);
+      }
+      const int64_t px = ((n0 + image) * big_image + hb * g.w.big) * cb;
+      epilogue_bias_act<T, Acc>(sums, 0, 1, g.w.big * cb, static_cast<const T*>(nullptr), 0, act,
+                                out + px, 0, z ? z + px : nullptr);
+    });
+  }
+}
+
+// The scatter direction by whichever method suits the shape.
+template <typename T>
+void run_scatter(const ConvGeometry& g, const T* in, const ActivationGradPrologue<T>* prologue,
+                 const T* kernel, const T* bias, ActivationSpec act, T* out, T* z,
+                 TaskRunner& runner) {
+  if (scatter_by_col2im(g)) {
+    run_scatter_col2im<T>(g, in, prologue, kernel, bias, act, out, z, runner);
+  } else {
+    run_forward_passes<T>(scatter_passes(g), g, /*input_is_big=*/false, in, prologue, kernel,
+                          bias, act, out, z, runner);
+  }
+}
+
 template <typename T>
 void conv_forward(const ConvForwardArgs<T>& a, bool input_is_big, TaskRunner& runner) {
   const ConvGeometry& g = a.geometry;
-  run_forward_passes<T>(input_is_big ? gather_passes(g) : scatter_passes(g), g, input_is_big,
-                        a.x, nullptr, a.kernel, a.bias, a.act, a.y, a.z, runner);
+  if (input_is_big) {
+    run_forward_passes<T>(gather_passes(g), g, true, a.x, nullptr, a.kernel, a.bias, a.act, a.y,
+                          a.z, runner);
+  } else {
+    run_scatter<T>(g, a.x, nullptr, a.kernel, a.bias, a.act, a.y, a.z, runner);
+  }
 }
 
 // The input gradient is the other op's forward applied to dz; the weight gradient
@@ -277,9 +406,12 @@ void conv_backward(const ConvBackwardArgs<T>& a, bool input_is_big, TaskRunner& 
   const ConvGeometry& g = a.geometry;
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
   const std::vector<Pass> forward = input_is_big ? gather_passes(g) : scatter_passes(g);
-  const std::vector<Pass> adjoint = input_is_big ? scatter_passes(g) : gather_passes(g);
-  run_forward_passes<T>(adjoint, g, !input_is_big, a.dy, &prologue, a.kernel, nullptr,
-                        ActivationSpec{}, a.dx, nullptr, runner);
+  if (input_is_big) {
+    run_scatter<T>(g, a.dy, &prologue, a.kernel, nullptr, ActivationSpec{}, a.dx, nullptr, runner);
+  } else {
+    run_forward_passes<T>(gather_passes(g), g, true, a.dy, &prologue, a.kernel, nullptr,
+                          ActivationSpec{}, a.dx, nullptr, runner);
+  }
   run_weight_grad_passes<T>(forward, g, input_is_big, a.x, a.dy, prologue, a.dkernel, a.dbias,
                             runner);
 }
