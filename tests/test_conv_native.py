@@ -1,6 +1,9 @@
 """The conv kernels through the _native harness (no TensorFlow op) against numpy references."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -226,3 +229,16 @@ def test_long_weight_gradient_split_over_positions(transpose):
     assert_close(dk, ref_kernel_grad(big, small, k.shape, (1, 1), (1, 1), pads), np.float64)
     assert_close(db, dy.sum(axis=(0, 1, 2)), np.float64)
     assert y.shape[3] == y_channels
+
+
+@pytest.mark.parametrize("method", ["col2im", "subpixel"])
+def test_each_scatter_method(method):
+    """The scatter direction (conv2d_transpose's forward, conv2d's input gradient) has two
+    implementations picked by shape; force each and rerun this file's grid through it."""
+    env = dict(os.environ, FUSEDLAYERS_CONV_SCATTER=method, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         "-k", "forward_and_backward and float32"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout

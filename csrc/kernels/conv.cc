@@ -13,6 +13,9 @@
 #include "conv.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "conv_operands.h"
@@ -280,7 +283,21 @@ int64_t col2im_elements_per_image(const ConvGeometry& g) {
   return g.h.small * g.w.small * g.h.kernel * g.w.kernel * g.big_channels;
 }
 
+// FUSEDLAYERS_CONV_SCATTER=col2im or subpixel forces one method (read once; tests
+// use it to cover both on any shape); otherwise P's size decides.
 bool scatter_by_col2im(const ConvGeometry& g) {
+  static const int forced = [] {
+    const char* name = std::getenv("FUSEDLAYERS_CONV_SCATTER");
+    if (!name || !*name) return -1;
+    if (std::strcmp(name, "col2im") == 0) return 1;
+    if (std::strcmp(name, "subpixel") == 0) return 0;
+    std::fprintf(stderr,
+                 "fusedlayers: FUSEDLAYERS_CONV_SCATTER must be col2im or subpixel; got '%s', "
+                 "choosing by shape\n",
+                 name);
+    return -1;
+  }();
+  if (forced >= 0) return forced == 1;
   return col2im_elements_per_image(g) <= kCol2imBudget;
 }
 
