@@ -231,14 +231,15 @@ def test_long_weight_gradient_split_over_positions(transpose):
     assert y.shape[3] == y_channels
 
 
-@pytest.mark.parametrize("method", ["col2im", "subpixel"])
-def test_each_scatter_method(method):
-    """The scatter direction (conv2d_transpose's forward, conv2d's input gradient) has two
-    implementations picked by shape; force each and rerun this file's grid through it."""
-    env = dict(os.environ, FUSEDLAYERS_CONV_SCATTER=method, TF_CPP_MIN_LOG_LEVEL="3")
+@pytest.mark.parametrize("method", ["lowered", "implicit"])
+def test_each_conv_method(method):
+    """Each op has two implementations picked by shape (lowered: im2col/col2im and plain
+    GEMMs; implicit: patches packed straight into the engine's panels); force each and
+    rerun this file's grid through it."""
+    env = dict(os.environ, FUSEDLAYERS_CONV_METHOD=method, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-         "-k", "forward_and_backward and float32"],
+         "-k", "forward_and_backward"],
         env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout

@@ -3,23 +3,10 @@
 // one carrying an extra row of ones so that db comes out with dW.
 #include "dense.h"
 
-#include <type_traits>
-
 #include "dtype.h"
 #include "gemm_operands.h"
 
 namespace fusedlayers {
-
-// Where a GEMM may sum in place: the output itself when it is stored in the
-// accumulation type, else the engine's scratch.
-template <typename T, typename Acc = acc_t<T>>
-GemmAccumulator<Acc> output_accumulator(T* out, int64_t ld) {
-  if constexpr (std::is_same_v<T, Acc>) {
-    return {out, ld};
-  } else {
-    return {};
-  }
-}
 
 template <typename T>
 void dense_forward(const DenseForwardArgs<T>& a, TaskRunner& runner) {

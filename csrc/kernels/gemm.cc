@@ -18,6 +18,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cpu_features.h"
 #include "gemm_kernels.h"
@@ -315,6 +316,61 @@ void gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpilogue
   }
 }
 
+namespace {
+
+// See gemm_split_depth: C small enough to split, depth long enough to be worth it.
+constexpr int64_t kSplitMaxOutput = int64_t{1} << 16;  // elements of C
+constexpr int64_t kSplitMinDepth = 4096;
+constexpr int64_t kSplitMaxSlices = 16;
+
+template <typename Acc>
+PackSource<Acc> depth_slice(const PackSource<Acc>& src, int64_t begin, int64_t count) {
+  PackSource<Acc> slice = src;
+  slice.depth = count;
+  if (src.data) {
+    slice.data = src.data + begin * src.depth_stride;
+  } else {
+    slice.pack = [pack = src.pack, begin](int64_t r0, int64_t nr, int64_t d0, int64_t nd,
+                                          int panel, Acc* dst) {
+      pack(r0, nr, begin + d0, nd, panel, dst);
+    };
+  }
+  return slice;
+}
+
+}  // namespace
+
+template <typename Acc>
+void gemm_split_depth(const PackSource<Acc>& a, const PackSource<Acc>& b,
+                      const TileEpilogue<Acc>& epilogue, TaskRunner& runner) {
+  const int64_t m = a.rows, n = b.rows, k = a.depth;
+  const int64_t slices =
+      m * n > kSplitMaxOutput ? 1 : std::clamp<int64_t>(k / kSplitMinDepth, 1, kSplitMaxSlices);
+  if (slices == 1 || m == 0 || n == 0) {
+    gemm<Acc>(a, b, epilogue, runner);
+    return;
+  }
+  std::vector<Acc> partials(slices * m * n);
+  runner.run(slices, [&](int64_t s) {
+    const int64_t begin = k * s / slices, end = k * (s + 1) / slices;
+    Acc* out = partials.data() + s * m * n;
+    SerialRunner serial;
+    gemm<Acc>(depth_slice(a, begin, end - begin), depth_slice(b, begin, end - begin),
+              [out, n](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile,
+                       int64_t ld) {
+                for (int64_t i = 0; i < mi; ++i)
+                  std::copy(tile + i * ld, tile + i * ld + nj, out + (i0 + i) * n + j0);
+              },
+              serial);
+  });
+  for (int64_t s = 1; s < slices; ++s) {
+    const Acc* part = partials.data() + s * m * n;
+    for (int64_t e = 0; e < m * n; ++e) partials[e] += part[e];
+  }
+  epilogue(0, m, 0, n, partials.data(), n);
+}
+
+
 template <typename Acc>
 GemmBlocking gemm_blocking() {
   const Engine<Acc>& e = engine<Acc>();
@@ -341,6 +397,10 @@ template GemmBlocking gemm_blocking<float>();
 template GemmBlocking gemm_blocking<double>();
 template void gemm<float>(const PackSource<float>&, const PackSource<float>&,
                           const TileEpilogue<float>&, TaskRunner&, GemmAccumulator<float>);
+template void gemm_split_depth<float>(const PackSource<float>&, const PackSource<float>&,
+                                      const TileEpilogue<float>&, TaskRunner&);
+template void gemm_split_depth<double>(const PackSource<double>&, const PackSource<double>&,
+                                       const TileEpilogue<double>&, TaskRunner&);
 template void gemm<double>(const PackSource<double>&, const PackSource<double>&,
                            const TileEpilogue<double>&, TaskRunner&, GemmAccumulator<double>);
 

@@ -56,6 +56,16 @@ template <typename Acc>
 void gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpilogue<Acc>& epilogue,
           TaskRunner& runner, GemmAccumulator<Acc> accumulator = {});
 
+// gemm for a small C with a long depth (a weight gradient summing over every
+// position of a batch): the engine parallelizes over tiles of C only, so when C has
+// at most 2^16 elements the depth is cut into slices summed by separate
+// tasks into partials, added in order, and the epilogue then receives all of C at
+// once. The slice count depends on the shape alone, so results are identical for
+// any thread count. Otherwise it is gemm.
+template <typename Acc>
+void gemm_split_depth(const PackSource<Acc>& a, const PackSource<Acc>& b,
+                      const TileEpilogue<Acc>& epilogue, TaskRunner& runner);
+
 // The engine's block sizes for Acc on this CPU and ISA: micro-tiles are mr x nr;
 // A is packed mc rows, B nc rows, both kc deep at a time (the depth is cut into equal
 // steps of at most kc). Tests use them to hit every edge.

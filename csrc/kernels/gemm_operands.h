@@ -149,6 +149,17 @@ PackSource<Acc> strided_source(const T* data, int64_t rows, int64_t depth, int64
   return src;
 }
 
+// Where a GEMM may sum in place: the output itself when it is stored in the
+// accumulation type, else the engine's scratch.
+template <typename T, typename Acc = acc_t<T>>
+GemmAccumulator<Acc> output_accumulator(T* out, int64_t ld) {
+  if constexpr (std::is_same_v<T, Acc>) {
+    return {out, ld};
+  } else {
+    return {};
+  }
+}
+
 // Writes act(tile + bias[col]) to out (row-major, ld_out) and, when z_out is set, the
 // pre-activation too. Column j of the tile is output column col0 + j. `out` may be
 // `tile` itself (the engine summing in the output). Runs in chunks of a few dozen

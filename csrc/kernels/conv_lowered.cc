@@ -1,0 +1,380 @@
+// Convolutions by explicit lowering. For a group of images, the lowered matrix
+//   L[small position, (tap, big channel)] = the big tensor where that tap reaches
+//                                           from that position (zero in the padding)
+// is built by im2col; its adjoint, col2im, adds each entry of such a matrix back into
+// the big pixel it came from. With the kernel [kh, kw, big C, small C] read as the
+// row-major matrix K[(tap, big C), small C], every product is a plain GEMM whose
+// operands the engine packs with its vectorized loops, with N (small C, or taps x big
+// C) keeping micro-tiles full even for layers with one or three channels, where the
+// implicit method (conv.cc) spends its time gathering patches into panels:
+//   conv2d             forward  y  = act(L(x) K + bias)
+//                      input    dx = col2im(dz Kᵀ)
+//                      weights  [dK; db] = [L(x) 1]ᵀ dz
+//   conv2d_transpose   forward  y  = act(bias + col2im(x Kᵀ))
+//                      input    dx = L(dz) K
+//                      weights  dK = L(dz)ᵀ x, db = dz summed per channel
+// dz = dy * act'(y, z) is packed with the engine's prologue when it is the small
+// tensor, and materialized per group when it is the big one. A group holds at most
+// kGroupBudget elements of L and of the big tensor, so memory stays bounded; every
+// sum runs in an order fixed by the shape, so results do not depend on threads.
+#include "conv_lowered.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "dtype.h"
+#include "gemm_operands.h"
+
+namespace fusedlayers {
+namespace {
+
+constexpr int64_t kGroupBudget = int64_t{1} << 20;  // elements
+
+// This file's per-thread scratch slots (gemm_operands.h's packing uses 0 to 2).
+enum ScratchSlot { kLoweredSlot = 3, kRowSumsSlot = 4, kDzSlot = 5, kKernelGradSlot = 6 };
+
+// Sizes derived from the geometry; `row` is L's row length and K's row count.
+struct Lowering {
+  int64_t small_image = 0, big_image = 0;  // pixels per image
+  int64_t cb = 0, cs = 0;                  // big and small channels
+  int64_t row = 0;                         // taps * cb
+  int64_t group = 1;                       // images per group
+};
+
+Lowering lowering_of(const ConvGeometry& g) {
+  Lowering s;
+  s.small_image = g.h.small * g.w.small;
+  s.big_image = g.h.big * g.w.big;
+  s.cb = g.big_channels;
+  s.cs = g.small_channels;
+  s.row = g.h.kernel * g.w.kernel * s.cb;
+  const int64_t per_image = std::max({s.small_image * s.row, s.big_image * s.cb, int64_t{1}});
+  s.group = std::clamp<int64_t>(kGroupBudget / per_image, 1, std::max<int64_t>(g.batch, 1));
+  return s;
+}
+
+// Small index j's taps [lo, hi) that land inside the big axis; tap t lands at
+// b0 + t * dilation.
+struct TapRange {
+  int64_t b0 = 0, lo = 0, hi = 0;
+};
+
+TapRange tap_range(const ConvAxis& a, int64_t j) {
+  TapRange r;
+  r.b0 = j * a.stride - a.pad_before;
+  r.hi = std::clamp<int64_t>((a.big - r.b0 + a.dilation - 1) / a.dilation, 0, a.kernel);
+  r.lo = std::min(r.b0 >= 0 ? 0 : (-r.b0 + a.dilation - 1) / a.dilation, r.hi);
+  return r;
+}
+
+// L for `images` images whose big tensor starts at `big`; one task per small row.
+template <typename S, typename Acc>
+void im2col(const ConvGeometry& g, const Lowering& s, const S* big, int64_t images, Acc* lowered,
+            TaskRunner& runner) {
+  const int64_t kernel_row = g.w.kernel * s.cb;  // one kernel row's taps in L
+  runner.run(images * g.h.small, [&](int64_t task) {
+    const int64_t image = task / g.h.small, hs = task - image * g.h.small;
+    const S* img = big + image * s.big_image * s.cb;
+    Acc* out = lowered + task * g.w.small * s.row;
+    for (int64_t ws = 0; ws < g.w.small; ++ws) {
+      const TapRange w = tap_range(g.w, ws);
+      for (int64_t th = 0; th < g.h.kernel; ++th, out += kernel_row) {
+        const int64_t hb = hs * g.h.stride + th * g.h.dilation - g.h.pad_before;
+        if (hb < 0 || hb >= g.h.big || w.lo == w.hi) {
+          std::fill(out, out + kernel_row, Acc(0));
+          continue;
+        }
+        const S* src_row = img + hb * g.w.big * s.cb;
+        std::fill(out, out + w.lo * s.cb, Acc(0));
+        if (g.w.dilation == 1) {  // the taps in range are one contiguous run
+          const S* src = src_row + (w.b0 + w.lo) * s.cb;
+          Acc* o = out + w.lo * s.cb;
+          for (int64_t e = 0; e < (w.hi - w.lo) * s.cb; ++e) o[e] = load_as<Acc>(src[e]);
+        } else {
+          for (int64_t tw = w.lo; tw < w.hi; ++tw) {
+            const S* src = src_row + (w.b0 + tw * g.w.dilation) * s.cb;
+            for (int64_t c = 0; c < s.cb; ++c) out[tw * s.cb + c] = load_as<Acc>(src[c]);
+          }
+        }
+        std::fill(out + w.hi * s.cb, out + kernel_row, Acc(0));
+      }
+    }
+  });
+}
+
+// The (tap, small index) pairs that reach each index of the big axis, in tap order.
+struct AxisReach {
+  std::vector<int64_t> begin;  // big index b's pairs: [begin[b], begin[b + 1])
+  std::vector<int64_t> tap, small;
+};
+
+AxisReach axis_reach(const ConvAxis& a) {
+  AxisReach r;
+  r.begin.reserve(a.big + 1);
+  for (int64_t b = 0; b < a.big; ++b) {
+    r.begin.push_back(static_cast<int64_t>(r.tap.size()));
+    for (int64_t t = 0; t < a.kernel; ++t) {
+      const int64_t num = b + a.pad_before - t * a.dilation;
+      if (num < 0 || num % a.stride != 0 || num / a.stride >= a.small) continue;
+      r.tap.push_back(t);
+      r.small.push_back(num / a.stride);
+    }
+  }
+  r.begin.push_back(static_cast<int64_t>(r.tap.size()));
+  return r;
+}
+
+// sums[big w, :] += the entries of one small row and kernel row of L-shaped `p_row`
+// (small w, tap w, channel): each small position adds its taps to the big positions
+// they reach, one contiguous run of taps x channels for dilation 1.
+template <typename Acc>
+void add_row_taps(const ConvAxis& w, const Lowering& s, const Acc* p_row, Acc* sums) {
+  for (int64_t ws = 0; ws < w.small; ++ws) {
+    const TapRange r = tap_range(w, ws);
+    const Acc* src = p_row + ws * s.row;
+    if (w.dilation == 1) {
+      const int64_t base = r.b0 * s.cb;  // negative at the left edge, where lo > 0
+      for (int64_t e = r.lo * s.cb; e < r.hi * s.cb; ++e) sums[base + e] += src[e];
+      continue;
+    }
+    for (int64_t t = r.lo; t < r.hi; ++t) {
+      Acc* dst = sums + (r.b0 + t * w.dilation) * s.cb;
+      for (int64_t c = 0; c < s.cb; ++c) dst[c] += src[t * s.cb + c];
+    }
+  }
+}
+
+// out = act(bias + col2im(p)) for `images` images from n0 (z, when set, gets the
+// pre-activation); one task per big row, whose sums the activation sees at once.
+template <typename T, typename Acc>
+void col2im_bias_act(const ConvGeometry& g, const Lowering& s, const AxisReach& reach_h,
+                     const Acc* p, int64_t n0, int64_t images, const T* bias, ActivationSpec act,
+                     T* out, T* z, TaskRunner& runner) {
+  runner.run(images * g.h.big, [&](int64_t task) {
+    const int64_t image = task / g.h.big, hb = task - image * g.h.big;
+    Acc* sums = packing_scratch<Acc, kRowSumsSlot>(g.w.big * s.cb);
+    for (int64_t wb = 0; wb < g.w.big; ++wb)
+      for (int64_t c = 0; c < s.cb; ++c) sums[wb * s.cb + c] = bias ? load_as<Acc>(bias[c]) : Acc(0);
+    for (int64_t ih = reach_h.begin[hb]; ih < reach_h.begin[hb + 1]; ++ih) {
+      const Acc* p_row = p + (image * g.h.small + reach_h.small[ih]) * g.w.small * s.row +
+                         reach_h.tap[ih] * g.w.kernel * s.cb;
+      add_row_taps<Acc>(g.w, s, p_row, sums);
+    }
+    const int64_t px = ((n0 + image) * s.big_image + hb * g.w.big) * s.cb;
+    epilogue_bias_act<T, Acc>(sums, 0, 1, g.w.big * s.cb, static_cast<const T*>(nullptr), 0, act,
+                              out + px, 0, z ? z + px : nullptr);
+  });
+}
+
+// dz = dy * act'(y, z) for `count` elements from `offset`, in Acc.
+template <typename T, typename Acc>
+void activation_grad(const ActivationGradPrologue<T>& pro, const T* dy, int64_t offset,
+                     int64_t count, Acc* dz, TaskRunner& runner) {
+  constexpr int64_t kChunk = 1024;
+  const bool use_z = grad_needs_preactivation(pro.act);
+  runner.run((count + kChunk - 1) / kChunk, [&](int64_t chunk) {
+    const int64_t first = offset + chunk * kChunk, n = std::min(kChunk, count - chunk * kChunk);
+    Acc y[kChunk], z[kChunk];
+    Acc* out = dz + chunk * kChunk;
+    for (int64_t e = 0; e < n; ++e) out[e] = load_as<Acc>(dy[first + e]);
+    for (int64_t e = 0; e < n; ++e) y[e] = pro.y ? load_as<Acc>(pro.y[first + e]) : Acc(0);
+    if (use_z) {
+      for (int64_t e = 0; e < n; ++e) z[e] = load_as<Acc>(pro.z[first + e]);
+    }
+    activation_derivative_multiply<Acc>(pro.act, y, use_z ? z : nullptr, out, n);
+  });
+}
+
+// sums[c] += dz's channel c over `pixels` pixels, per image then in image order.
+template <typename Acc>
+void add_channel_sums(const Acc* dz, int64_t images, int64_t pixels_per_image, int64_t channels,
+                      Acc* sums, TaskRunner& runner) {
+  std::vector<Acc> partial(images * channels, Acc(0));
+  runner.run(images, [&](int64_t image) {
+    Acc* part = partial.data() + image * channels;
+    const Acc* src = dz + image * pixels_per_image * channels;
+    for (int64_t p = 0; p < pixels_per_image; ++p)
+      for (int64_t c = 0; c < channels; ++c) part[c] += src[p * channels + c];
+  });
+  for (int64_t image = 0; image < images; ++image)
+    for (int64_t c = 0; c < channels; ++c) sums[c] += partial[image * channels + c];
+}
+
+// An epilogue adding each tile into c (ldc), which holds the earlier groups' sum.
+template <typename Acc>
+TileEpilogue<Acc> add_into(Acc* c, int64_t ldc) {
+  return [c, ldc](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+    for (int64_t i = 0; i < mi; ++i)
+      for (int64_t j = 0; j < nj; ++j) c[(i0 + i) * ldc + j0 + j] += tile[i * ld + j];
+  };
+}
+
+// The epilogue storing a plain product into out (ld_out), none when the GEMM sums
+// there in place already.
+template <typename T, typename Acc>
+TileEpilogue<Acc> store_into(T* out, int64_t ld_out) {
+  if (output_accumulator<T, Acc>(out, ld_out).c) return {};
+  return [out, ld_out](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile,
+                       int64_t ld) {
+    for (int64_t i = 0; i < mi; ++i)
+      for (int64_t j = 0; j < nj; ++j) out[(i0 + i) * ld_out + j0 + j] = store_as<T>(tile[i * ld + j]);
+  };
+}
+
+template <typename T>
+ActivationGradPrologue<T> shifted(const ActivationGradPrologue<T>& pro, int64_t offset) {
+  ActivationGradPrologue<T> out = pro;
+  if (out.y) out.y += offset;
+  if (out.z) out.z += offset;
+  return out;
+}
+
+template <typename T, typename Acc>
+void store_all(const Acc* src, int64_t count, T* dst) {
+  for (int64_t e = 0; e < count; ++e) dst[e] = store_as<T>(src[e]);
+}
+
+}  // namespace
+
+bool conv_lowered_fits(const ConvGeometry& g) {
+  static const int forced = [] {
+    const char* name = std::getenv("FUSEDLAYERS_CONV_METHOD");
+    if (!name || !*name) return -1;
+    if (std::strcmp(name, "lowered") == 0) return 1;
+    if (std::strcmp(name, "implicit") == 0) return 0;
+    std::fprintf(stderr,
+                 "fusedlayers: FUSEDLAYERS_CONV_METHOD must be lowered or implicit; got '%s', "
+                 "choosing by shape\n",
+                 name);
+    return -1;
+  }();
+  if (forced >= 0) return forced == 1;
+  // In double: the products of a huge (rejected-later-anyway) shape must not wrap.
+  const double lowered =
+      double(g.h.small) * double(g.w.small) * double(g.h.kernel) * double(g.w.kernel) *
+      double(g.big_channels);
+  const double big = double(g.h.big) * double(g.w.big) * double(g.big_channels);
+  return std::max(lowered, big) <= double(kGroupBudget);
+}
+
+template <typename T>
+void lowered_conv2d_forward(const ConvForwardArgs<T>& a, TaskRunner& runner) {
+  using Acc = acc_t<T>;
+  const ConvGeometry& g = a.geometry;
+  const Lowering s = lowering_of(g);
+  const auto k_cols = strided_source<T, Acc>(a.kernel, s.cs, s.row, 1, s.cs);  // Kᵀ
+  Acc* lowered = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
+  for (int64_t n0 = 0; n0 < g.batch; n0 += s.group) {
+    const int64_t images = std::min(s.group, g.batch - n0);
+    im2col<T, Acc>(g, s, a.x + n0 * s.big_image * s.cb, images, lowered, runner);
+    const auto l_rows = strided_source<Acc, Acc>(lowered, images * s.small_image, s.row, s.row, 1);
+    const int64_t first = n0 * s.small_image * s.cs;
+    T* y = a.y + first;
+    T* z = a.z ? a.z + first : nullptr;
+    gemm<Acc>(l_rows, k_cols,
+              [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+                const int64_t off = i0 * s.cs + j0;
+                epilogue_bias_act<T, Acc>(tile, ld, mi, nj, a.bias, j0, a.act, y + off, s.cs,
+                                          z ? z + off : nullptr);
+              },
+              runner, output_accumulator<T, Acc>(y, s.cs));
+  }
+}
+
+template <typename T>
+void lowered_conv2d_backward(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
+  using Acc = acc_t<T>;
+  const ConvGeometry& g = a.geometry;
+  const Lowering s = lowering_of(g);
+  const AxisReach reach_h = axis_reach(g.h);
+  const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
+  const bool with_bias = a.dbias != nullptr;
+  const auto k_rows = strided_source<T, Acc>(a.kernel, s.row, s.cs, s.cs, 1);  // K
+  Acc* lowered = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
+  const int64_t dk_rows = s.row + (with_bias ? 1 : 0);
+  Acc* dk = packing_scratch<Acc, kKernelGradSlot>(dk_rows * s.cs);
+  std::fill(dk, dk + dk_rows * s.cs, Acc(0));
+  for (int64_t n0 = 0; n0 < g.batch; n0 += s.group) {
+    const int64_t images = std::min(s.group, g.batch - n0), positions = images * s.small_image;
+    const int64_t off = n0 * s.small_image * s.cs;
+    const ActivationGradPrologue<T> pro = shifted(prologue, off);
+    // dx = col2im(dz Kᵀ), the product summed in L's buffer.
+    const auto dz_rows = strided_source<T, Acc>(a.dy + off, positions, s.cs, s.cs, 1, &pro);
+    gemm<Acc>(dz_rows, k_rows, {}, runner, GemmAccumulator<Acc>{lowered, s.row});
+    col2im_bias_act<T, Acc>(g, s, reach_h, lowered, n0, images, nullptr, ActivationSpec{}, a.dx,
+                            nullptr, runner);
+    // [dK; db] += [L(x) 1]ᵀ dz
+    im2col<T, Acc>(g, s, a.x + n0 * s.big_image * s.cb, images, lowered, runner);
+    const auto lt = strided_source<Acc, Acc>(lowered, s.row, positions, 1, s.row, nullptr, with_bias);
+    const auto dzt = strided_source<T, Acc>(a.dy + off, s.cs, positions, 1, s.cs, &pro);
+    gemm_split_depth<Acc>(lt, dzt, add_into(dk, s.cs), runner);
+  }
+  store_all(dk, s.row * s.cs, a.dkernel);
+  if (with_bias) store_all(dk + s.row * s.cs, s.cs, a.dbias);
+}
+
+template <typename T>
+void lowered_conv2d_transpose_forward(const ConvForwardArgs<T>& a, TaskRunner& runner) {
+  using Acc = acc_t<T>;
+  const ConvGeometry& g = a.geometry;
+  const Lowering s = lowering_of(g);
+  const AxisReach reach_h = axis_reach(g.h);
+  const auto k_rows = strided_source<T, Acc>(a.kernel, s.row, s.cs, s.cs, 1);  // K
+  Acc* p = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
+  for (int64_t n0 = 0; n0 < g.batch; n0 += s.group) {
+    const int64_t images = std::min(s.group, g.batch - n0);
+    const auto x_rows = strided_source<T, Acc>(a.x + n0 * s.small_image * s.cs,
+                                               images * s.small_image, s.cs, s.cs, 1);
+    gemm<Acc>(x_rows, k_rows, {}, runner, GemmAccumulator<Acc>{p, s.row});
+    col2im_bias_act<T, Acc>(g, s, reach_h, p, n0, images, a.bias, a.act, a.y, a.z, runner);
+  }
+}
+
+template <typename T>
+void lowered_conv2d_transpose_backward(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
+  using Acc = acc_t<T>;
+  const ConvGeometry& g = a.geometry;
+  const Lowering s = lowering_of(g);
+  const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
+  const auto k_cols = strided_source<T, Acc>(a.kernel, s.cs, s.row, 1, s.cs);  // Kᵀ
+  Acc* lowered = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
+  Acc* dz = packing_scratch<Acc, kDzSlot>(s.group * s.big_image * s.cb);
+  Acc* dk = packing_scratch<Acc, kKernelGradSlot>(s.row * s.cs + s.cb);
+  Acc* db = dk + s.row * s.cs;
+  std::fill(dk, dk + s.row * s.cs + s.cb, Acc(0));
+  for (int64_t n0 = 0; n0 < g.batch; n0 += s.group) {
+    const int64_t images = std::min(s.group, g.batch - n0), positions = images * s.small_image;
+    activation_grad<T, Acc>(prologue, a.dy, n0 * s.big_image * s.cb, images * s.big_image * s.cb,
+                            dz, runner);
+    if (a.dbias) add_channel_sums<Acc>(dz, images, s.big_image, s.cb, db, runner);
+    im2col<Acc, Acc>(g, s, dz, images, lowered, runner);
+    // dx = L(dz) K
+    const auto l_rows = strided_source<Acc, Acc>(lowered, positions, s.row, s.row, 1);
+    T* dx = a.dx + n0 * s.small_image * s.cs;
+    gemm<Acc>(l_rows, k_cols, store_into<T, Acc>(dx, s.cs), runner,
+              output_accumulator<T, Acc>(dx, s.cs));
+    // dK += L(dz)ᵀ x
+    const auto lt = strided_source<Acc, Acc>(lowered, s.row, positions, 1, s.row);
+    const auto xt = strided_source<T, Acc>(a.x + n0 * s.small_image * s.cs, s.cs, positions, 1,
+                                           s.cs);
+    gemm_split_depth<Acc>(lt, xt, add_into(dk, s.cs), runner);
+  }
+  store_all(dk, s.row * s.cs, a.dkernel);
+  if (a.dbias) store_all(db, s.cb, a.dbias);
+}
+
+#define FUSEDLAYERS_INSTANTIATE_LOWERED(T)                                                     \
+  template void lowered_conv2d_forward<T>(const ConvForwardArgs<T>&, TaskRunner&);           \
+  template void lowered_conv2d_backward<T>(const ConvBackwardArgs<T>&, TaskRunner&);         \
+  template void lowered_conv2d_transpose_forward<T>(const ConvForwardArgs<T>&, TaskRunner&); \
+  template void lowered_conv2d_transpose_backward<T>(const ConvBackwardArgs<T>&, TaskRunner&);
+FUSEDLAYERS_INSTANTIATE_LOWERED(float)
+FUSEDLAYERS_INSTANTIATE_LOWERED(double)
+FUSEDLAYERS_INSTANTIATE_LOWERED(bfloat16_t)
+FUSEDLAYERS_INSTANTIATE_LOWERED(float16_t)
+#undef FUSEDLAYERS_INSTANTIATE_LOWERED
+
+}  // namespace fusedlayers
