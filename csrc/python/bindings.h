@@ -58,5 +58,6 @@ inline void require(bool ok, const std::string& message) {
 void register_dense_bindings(py::module_& m);
 void register_gemm_bindings(py::module_& m);
 void register_conv_bindings(py::module_& m);
+void register_activation_bindings(py::module_& m);
 
 }  // namespace fusedlayers

@@ -47,4 +47,5 @@ PYBIND11_MODULE(_native, m) {
   register_dense_bindings(m);
   register_gemm_bindings(m);
   register_conv_bindings(m);
+  register_activation_bindings(m);
 }
