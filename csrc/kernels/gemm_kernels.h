@@ -11,13 +11,15 @@ namespace fusedlayers {
 // The most rows any micro-kernel's tile has (sizes the by_rows table).
 inline constexpr int kMaxMicroRows = 16;
 
-// c[i * ldc + j] (+)= sum_p a[p * mr + i] * b[p * nr + j] for i < rows (fixed by the
-// table slot), j < cols (<= nr): a and b are packed micro-panels, depth-major.
-// Without `accumulate` c is overwritten. Each element sums p in order with one
-// fused multiply-add per step, so the result depends only on kc and the data.
+// c[i * ldc + j] (+)= sum_p a[p * mr + i] * b[p * ldb + j] for i < rows (fixed by the
+// table slot), j < cols (<= nr): a is a packed micro-panel, depth-major; b is one too
+// (ldb = nr) or, when cols == nr, nr contiguous columns of a row-major matrix read in
+// place (ldb its row stride). Without `accumulate` c is overwritten. Each element
+// sums p in order with one fused multiply-add per step, so the result depends only on
+// kc and the data.
 template <typename T>
-using MicroTileFn = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int cols,
-                             bool accumulate);
+using MicroTileFn = void (*)(int64_t kc, const T* a, const T* b, int64_t ldb, T* c, int64_t ldc,
+                             int cols, bool accumulate);
 
 // Packs rows [r0, r0 + nr) x depth [d0, d0 + nd) of the matrix
 // element(r, d) = src[r * row_stride + d * depth_stride] into micro-panels of `panel`

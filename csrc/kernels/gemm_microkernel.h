@@ -20,8 +20,8 @@ inline constexpr int kPrefetchSteps = 16;
 // One tile of ROWS x (NV * kLanes) accumulators kept in registers for the whole
 // depth; A's panel has MR rows per depth step.
 template <class V, int MR, int NV, int ROWS>
-void micro_tile(int64_t kc, const typename V::T* a, const typename V::T* b, typename V::T* c,
-                int64_t ldc, int cols, bool accumulate) {
+void micro_tile(int64_t kc, const typename V::T* a, const typename V::T* b, int64_t ldb,
+                typename V::T* c, int64_t ldc, int cols, bool accumulate) {
   using Reg = typename V::Reg;
   constexpr int L = V::kLanes;
   constexpr int NR = NV * L;
@@ -38,11 +38,12 @@ void micro_tile(int64_t kc, const typename V::T* a, const typename V::T* b, type
     __builtin_prefetch(c + i * ldc + NR - 1, 1);
   }
   for (int64_t p = 0; p < kc; ++p) {
-    // A's micro-panel streams from L2 (B's stays in L1): fetch it ahead, as the
-    // broadcasts would otherwise wait on each new line.
+    // A's micro-panel streams from L2 (a packed B's stays in L1; B read in place
+    // jumps a row each step): fetch both ahead, as the loads would otherwise wait on
+    // each new line.
     __builtin_prefetch(a + kPrefetchSteps * MR);
-    __builtin_prefetch(b + kPrefetchSteps * NR);
-    if (NR * sizeof(typename V::T) > 64) __builtin_prefetch(b + kPrefetchSteps * NR + 64 / sizeof(typename V::T));
+    __builtin_prefetch(b + kPrefetchSteps * ldb);
+    if (NR * sizeof(typename V::T) > 64) __builtin_prefetch(b + kPrefetchSteps * ldb + 64 / sizeof(typename V::T));
     Reg bv[NV];
 #pragma GCC unroll 4
     for (int j = 0; j < NV; ++j) bv[j] = V::load(b + j * L);
@@ -53,7 +54,7 @@ void micro_tile(int64_t kc, const typename V::T* a, const typename V::T* b, type
       for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(ai, bv[j], acc[i][j]);
     }
     a += MR;
-    b += NR;
+    b += ldb;
   }
 
   if (cols == NR) {
