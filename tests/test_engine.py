@@ -80,6 +80,27 @@ def run_strided_checks():
             check_gemm(a, b, threads=2)
 
 
+def run_in_place_checks():
+    """Operands read in place instead of packed (A with few columns of C, B with few
+    rows) and C computed transposed (few rows, depth-contiguous B): each gives the
+    packed path's bits."""
+    rng = np.random.default_rng(10)
+    for dtype in (np.float32, np.float64):
+        block = _native.gemm_blocking(np.dtype(dtype).name)
+        kc, nr = block["kc"], block["nr"]
+        for m, k, n, b_transposed in [(40, kc + 5, 33, False), (20, kc + 1, 2 * nr + 3, False),
+                                      (37, 2 * kc + 1, 3 * nr + 5, True), (16, 7, 70, True),
+                                      (64, kc, 64, True), (5, 9, 2 * nr + 1, True)]:
+            a = rng.uniform(-1, 1, (m, k)).astype(dtype)
+            b = rng.uniform(-1, 1, (n, k)).astype(dtype).T if b_transposed else (
+                rng.uniform(-1, 1, (k, n)).astype(dtype))
+            packed = check_gemm(a, b, callback_packing=True)
+            for threads in (1, 3):
+                for in_output in (True, False):
+                    actual = check_gemm(a, b, threads=threads, accumulate_in_output=in_output)
+                    np.testing.assert_array_equal(actual, packed)
+
+
 def run_dense_checks():
     """The fused dense kernels (prologue packing, ones-row bias gradient, in-place
     epilogue) at micro-tile edges, against numpy."""
@@ -100,7 +121,8 @@ def run_dense_checks():
         np.testing.assert_allclose(db, dz.sum(0), rtol=0, atol=1e-5 * m)
 
 
-CHECKS = {"edges": run_edge_checks, "strided": run_strided_checks, "dense": run_dense_checks}
+CHECKS = {"edges": run_edge_checks, "strided": run_strided_checks, "in_place": run_in_place_checks,
+          "dense": run_dense_checks}
 
 
 @pytest.mark.parametrize("isa", supported_isas())

@@ -222,6 +222,7 @@ struct GemmCall {
   int64_t m, n, k;
   int64_t kc;  // depth step: the depth split into equal steps of at most blocking.kc
   bool b_in_place;  // see reads_b_in_place
+  bool a_in_place;  // see reads_a_in_place
 
   void run_task(int64_t task) const {
     const int64_t i_begin = (task / part.tn) * part.rows_per_task;
@@ -277,7 +278,7 @@ struct GemmCall {
         }
         for (int64_t ic = i_begin; ic < i_end; ic += mc) {
           const int64_t mc_cur = std::min(mc, i_end - ic);
-          pack_source(a, mk, ic, mc_cur, pc, kc_cur, static_cast<int>(mr), packed_a);
+          if (!a_in_place) pack_source(a, mk, ic, mc_cur, pc, kc_cur, static_cast<int>(mr), packed_a);
           for (int64_t jr = 0; jr < nc_cur; jr += nr) {
             const int cols = static_cast<int>(std::min(nr, nc_cur - jr));
             const bool in_place = jr < in_place_cols;
@@ -287,8 +288,13 @@ struct GemmCall {
             for (int64_t ir = 0; ir < mc_cur; ir += mr) {
               const int rows = static_cast<int>(std::min(mr, mc_cur - ir));
               Acc* c_tile = c_at(ic + ir, jc + jr);
-              mk.by_rows[rows](kc_cur, packed_a + ir * kc_cur, b_panel, ldb, c_tile, ldc, cols,
-                               pc > 0);
+              if (a_in_place) {
+                mk.by_rows_a_in_place[rows](kc_cur, a.data + (ic + ir) * a.row_stride + pc,
+                                            a.row_stride, b_panel, ldb, c_tile, ldc, cols, pc > 0);
+              } else {
+                mk.by_rows[rows](kc_cur, packed_a + ir * kc_cur, 0, b_panel, ldb, c_tile, ldc,
+                                 cols, pc > 0);
+              }
               // The micro-tile is final and still in L1: finish it now.
               if (last && epilogue) epilogue(ic + ir, rows, jc + jr, cols, c_tile, ldc);
             }
@@ -311,11 +317,49 @@ bool reads_b_in_place(const PackSource<Acc>& b, int64_t m) {
   return b.data && b.row_stride == 1 && m <= kInPlaceBMaxRows;
 }
 
-}  // namespace
+// Likewise with few columns: a plain A whose rows are contiguous in depth is
+// broadcast from in place, each of its elements being used only once per nr columns.
+template <typename Acc>
+bool reads_a_in_place(const PackSource<Acc>& a, int64_t n) {
+  return a.data && a.depth_stride == 1 && n <= kInPlaceBMaxRows;
+}
+
+// C with few rows whose B cannot be read in place but is depth-contiguous (a dense
+// layer's input gradient dz·Wᵀ: W [K, N] seen as K rows of depth N) is computed
+// transposed, Cᵀ = B·Aᵀ, reading B in place as the A side instead of transposing all
+// of it into packed panels. With fewer rows than this, Cᵀ's micro-tiles would be
+// mostly empty columns, and packing B costs less.
+constexpr int64_t kTransposeMinRows = 16;
 
 template <typename Acc>
-void gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpilogue<Acc>& epilogue,
-          TaskRunner& runner, GemmAccumulator<Acc> accumulator) {
+bool computes_transposed(const PackSource<Acc>& a, const PackSource<Acc>& b, int64_t m) {
+  return m >= kTransposeMinRows && !reads_b_in_place(b, m) && reads_a_in_place(b, m);
+}
+
+// The tiles of Cᵀ handed on as tiles of C: transposed into a buffer for `epilogue`,
+// or, without one, stored transposed into the caller's accumulator.
+template <typename Acc>
+TileEpilogue<Acc> transposing_epilogue(const TileEpilogue<Acc>& epilogue,
+                                       GemmAccumulator<Acc> accumulator) {
+  return [&epilogue, accumulator](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile,
+                                  int64_t ld) {
+    if (!epilogue) {
+      for (int64_t i = 0; i < mi; ++i)
+        for (int64_t j = 0; j < nj; ++j)
+          accumulator.c[(j0 + j) * accumulator.ldc + i0 + i] = tile[i * ld + j];
+      return;
+    }
+    Acc transposed[kMaxMicroRows * 64];  // a micro-tile's nj (<= nr <= 64) x mi (<= mr)
+    for (int64_t i = 0; i < mi; ++i)
+      for (int64_t j = 0; j < nj; ++j) transposed[j * mi + i] = tile[i * ld + j];
+    epilogue(j0, nj, i0, mi, transposed, mi);
+  };
+}
+
+// gemm in the orientation given.
+template <typename Acc>
+void run_gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpilogue<Acc>& epilogue,
+              TaskRunner& runner, GemmAccumulator<Acc> accumulator) {
   const int64_t m = a.rows, n = b.rows, k = a.depth;
   if (m <= 0 || n <= 0) return;
   const Engine<Acc>& e = engine<Acc>();
@@ -330,12 +374,25 @@ void gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpilogue
                            n,
                            k,
                            ceil_div(std::max<int64_t>(k, 1), depth_steps),
-                           reads_b_in_place(b, m)};
+                           reads_b_in_place(b, m),
+                           reads_a_in_place(a, n)};
   const int64_t tasks = call.part.tm * call.part.tn;
   if (tasks == 1) {
     call.run_task(0);
   } else {
     runner.run(tasks, [&call](int64_t task) { call.run_task(task); });
+  }
+}
+
+}  // namespace
+
+template <typename Acc>
+void gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpilogue<Acc>& epilogue,
+          TaskRunner& runner, GemmAccumulator<Acc> accumulator) {
+  if (computes_transposed(a, b, a.rows)) {
+    run_gemm<Acc>(b, a, transposing_epilogue(epilogue, accumulator), runner, {});
+  } else {
+    run_gemm<Acc>(a, b, epilogue, runner, accumulator);
   }
 }
 

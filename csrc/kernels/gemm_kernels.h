@@ -12,14 +12,15 @@ namespace fusedlayers {
 inline constexpr int kMaxMicroRows = 16;
 
 // c[i * ldc + j] (+)= sum_p a[p * mr + i] * b[p * ldb + j] for i < rows (fixed by the
-// table slot), j < cols (<= nr): a is a packed micro-panel, depth-major; b is one too
-// (ldb = nr) or, when cols == nr, nr contiguous columns of a row-major matrix read in
-// place (ldb its row stride). Without `accumulate` c is overwritten. Each element
-// sums p in order with one fused multiply-add per step, so the result depends only on
-// kc and the data.
+// table slot), j < cols (<= nr). a is a packed micro-panel, depth-major (lda unused);
+// the by_rows_a_in_place kernels read a[i * lda + p] instead, rows of a plain matrix
+// in place. b is a packed micro-panel too (ldb = nr) or, when cols == nr, nr
+// contiguous columns of a row-major matrix read in place (ldb its row stride). Without
+// `accumulate` c is overwritten. Each element sums p in order with one fused
+// multiply-add per step, so the result depends only on kc and the data.
 template <typename T>
-using MicroTileFn = void (*)(int64_t kc, const T* a, const T* b, int64_t ldb, T* c, int64_t ldc,
-                             int cols, bool accumulate);
+using MicroTileFn = void (*)(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+                             int64_t ldc, int cols, bool accumulate);
 
 // Packs rows [r0, r0 + nr) x depth [d0, d0 + nd) of the matrix
 // element(r, d) = src[r * row_stride + d * depth_stride] into micro-panels of `panel`
@@ -36,6 +37,7 @@ struct MicroKernel {
   int mr;  // rows of a tile (A's micro-panel height)
   int nr;  // columns of a tile (B's micro-panel height)
   MicroTileFn<T> by_rows[kMaxMicroRows + 1];  // by_rows[r]: a tile's first r rows
+  MicroTileFn<T> by_rows_a_in_place[kMaxMicroRows + 1];
   PackStridedFn<T> pack;
 };
 

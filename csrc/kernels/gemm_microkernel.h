@@ -18,10 +18,11 @@ namespace isa_generic {
 inline constexpr int kPrefetchSteps = 16;
 
 // One tile of ROWS x (NV * kLanes) accumulators kept in registers for the whole
-// depth; A's panel has MR rows per depth step.
-template <class V, int MR, int NV, int ROWS>
-void micro_tile(int64_t kc, const typename V::T* a, const typename V::T* b, int64_t ldb,
-                typename V::T* c, int64_t ldc, int cols, bool accumulate) {
+// depth; A's packed panel has MR rows per depth step, or with A_IN_PLACE row i is
+// read at a + i * lda.
+template <class V, int MR, int NV, int ROWS, bool A_IN_PLACE>
+void micro_tile(int64_t kc, const typename V::T* a, int64_t lda, const typename V::T* b,
+                int64_t ldb, typename V::T* c, int64_t ldc, int cols, bool accumulate) {
   using Reg = typename V::Reg;
   constexpr int L = V::kLanes;
   constexpr int NR = NV * L;
@@ -41,7 +42,7 @@ void micro_tile(int64_t kc, const typename V::T* a, const typename V::T* b, int6
     // A's micro-panel streams from L2 (a packed B's stays in L1; B read in place
     // jumps a row each step): fetch both ahead, as the loads would otherwise wait on
     // each new line.
-    __builtin_prefetch(a + kPrefetchSteps * MR);
+    if (!A_IN_PLACE) __builtin_prefetch(a + kPrefetchSteps * MR);
     __builtin_prefetch(b + kPrefetchSteps * ldb);
     if (NR * sizeof(typename V::T) > 64) __builtin_prefetch(b + kPrefetchSteps * ldb + 64 / sizeof(typename V::T));
     Reg bv[NV];
@@ -49,11 +50,11 @@ void micro_tile(int64_t kc, const typename V::T* a, const typename V::T* b, int6
     for (int j = 0; j < NV; ++j) bv[j] = V::load(b + j * L);
 #pragma GCC unroll 16
     for (int i = 0; i < ROWS; ++i) {
-      const Reg ai = V::broadcast(a + i);
+      const Reg ai = V::broadcast(A_IN_PLACE ? a + i * lda : a + i);
 #pragma GCC unroll 4
       for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(ai, bv[j], acc[i][j]);
     }
-    a += MR;
+    a += A_IN_PLACE ? 1 : MR;
     b += ldb;
   }
 
@@ -176,7 +177,9 @@ MicroKernel<typename V::T> make_micro_kernel(std::integer_sequence<int, RowsMinu
   MicroKernel<typename V::T> k{};
   k.mr = MR;
   k.nr = NV * V::kLanes;
-  ((k.by_rows[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1>), ...);
+  ((k.by_rows[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, false>), ...);
+  ((k.by_rows_a_in_place[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, true>),
+   ...);
   k.pack = &pack_strided<V>;
   return k;
 }
