@@ -96,7 +96,9 @@ def check_clean(case, reply, must_succeed):
     outcome = reply["outcome"]
     assert outcome not in ("crash", "hang"), f"{outcome} on {json.dumps(case)}:\n{reply['detail']}"
     if outcome == "error":
-        assert reply["type"] in CLEAN_ERRORS, (
+        # A Keras drop-in may fail as its stock twin fails on the same case (Keras's own
+        # argument checks raise e.g. AttributeError for padding=3).
+        assert reply["type"] in CLEAN_ERRORS or reply["type"] == reply.get("stock_type"), (
             f"unclean {reply['type']} on {json.dumps(case)}: {reply['message']}")
         assert reply["message"].strip(), f"empty error message on {json.dumps(case)}"
     if must_succeed:

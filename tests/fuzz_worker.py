@@ -17,10 +17,12 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import fusedlayers as fl  # noqa: E402
+import fusedlayers.keras as flk  # noqa: E402
 from fusedlayers._loader import gen_ops  # noqa: E402
 
 # Inputs are materialized here, so the case generators must keep them small (huge
@@ -57,13 +59,17 @@ def materialize(args, rng):
     return args
 
 
-def _dense_tape(x, kernel, bias=None, dy=None, activation=None):
-    """Forward and backward of fl.ops.fused_dense (the gradient runs the fused grad op)."""
-    watched = [x, kernel] + ([bias] if bias is not None else [])
-    with tf.GradientTape() as tape:
-        tape.watch(watched)
-        y = fl.ops.fused_dense(x, kernel, bias, activation=activation)
-    return [y] + tape.gradient(y, watched, output_gradients=dy)
+def _tape(op):
+    """Forward and backward of an fl.ops function (the gradient runs the fused grad op)."""
+
+    def run(x, kernel, bias=None, dy=None, **attrs):
+        watched = [x, kernel] + ([bias] if bias is not None else [])
+        with tf.GradientTape() as tape:
+            tape.watch(watched)
+            y = op(x, kernel, bias, **attrs)
+        return [y] + tape.gradient(y, watched, output_gradients=dy)
+
+    return run
 
 
 def _layer_calls(layer, inputs):
@@ -78,17 +84,34 @@ def _layer_tape(layer, x):
     return [y] + tape.gradient(y, [x] + list(layer.trainable_variables))
 
 
-TARGETS = {
-    "fused_dense": fl.ops.fused_dense,
-    "fused_dense_tape": _dense_tape,
-    "raw_dense": gen_ops.fused_layers_fused_dense,
-    "raw_dense_grad": gen_ops.fused_layers_fused_dense_grad,
-    "dense_layer": _layer_calls,
-    "dense_layer_tape": _layer_tape,
+OPS = {
+    "dense": (fl.ops.fused_dense, gen_ops.fused_layers_fused_dense,
+              gen_ops.fused_layers_fused_dense_grad),
+    "conv2d": (fl.ops.fused_conv2d, gen_ops.fused_layers_fused_conv2d,
+               gen_ops.fused_layers_fused_conv2d_grad),
+    "conv2d_transpose": (fl.ops.fused_conv2d_transpose,
+                         gen_ops.fused_layers_fused_conv2d_transpose,
+                         gen_ops.fused_layers_fused_conv2d_transpose_grad),
 }
+TARGETS = {}
+for _name, (_op, _raw, _raw_grad) in OPS.items():
+    TARGETS.update({f"fused_{_name}": _op, f"fused_{_name}_tape": _tape(_op),
+                    f"raw_{_name}": _raw, f"raw_{_name}_grad": _raw_grad})
 # Layer targets get `layer`, constructed eagerly from the case's "ctor" (a tf.function may
 # trace twice, and must not construct a second layer with fresh variables).
-LAYER_CLASSES = {"dense_layer": fl.Dense, "dense_layer_tape": fl.Dense}
+LAYER_CLASSES = {"dense": fl.Dense, "conv2d": fl.Conv2D, "conv2d_transpose": fl.Conv2DTranspose,
+                 "keras_dense": flk.Dense, "keras_conv2d": flk.Conv2D,
+                 "keras_conv2d_transpose": flk.Conv2DTranspose}
+for _name in LAYER_CLASSES:
+    TARGETS.update({f"{_name}_layer": _layer_calls, f"{_name}_layer_tape": _layer_tape})
+# The stock twins of the Keras drop-ins: where a drop-in fails, the same case is run with
+# the stock layer, whose error type the drop-in may share (it mirrors stock's checks).
+STOCK_CLASSES = {"keras_dense": keras.layers.Dense, "keras_conv2d": keras.layers.Conv2D,
+                 "keras_conv2d_transpose": keras.layers.Conv2DTranspose}
+
+
+def layer_name(target):
+    return target.removesuffix("_tape").removesuffix("_layer")
 
 
 def signature_of(tensor, mode):
@@ -99,12 +122,13 @@ def signature_of(tensor, mode):
     return tf.TensorSpec(tensor.shape, tensor.dtype)
 
 
-def call(target, mode, kwargs):
+def call(target, mode, kwargs, layer_class=None):
     """Runs target(**kwargs) eagerly, or inside a tf.function taking every tensor as input."""
     fn = TARGETS[target]
     if "ctor" in kwargs:
         kwargs = dict(kwargs)
-        kwargs["layer"] = LAYER_CLASSES[target](**kwargs.pop("ctor"))
+        layer_class = layer_class or LAYER_CLASSES[layer_name(target)]
+        kwargs["layer"] = layer_class(**kwargs.pop("ctor"))
     if mode == "eager":
         return fn(**kwargs)
     flat = tf.nest.flatten(kwargs, expand_composites=False)
@@ -136,7 +160,15 @@ def run_case(case):
         result = call(case["target"], case["mode"], kwargs)
         shapes = output_shapes(result)
     except Exception as e:  # noqa: BLE001  (the parent judges which errors are clean)
-        return {"outcome": "error", "type": type(e).__name__, "message": str(e)[:2000]}
+        reply = {"outcome": "error", "type": type(e).__name__, "message": str(e)[:2000]}
+        stock_class = STOCK_CLASSES.get(layer_name(case["target"]))
+        if stock_class is not None:
+            try:
+                call(case["target"], case["mode"], kwargs, stock_class)
+                reply["stock_type"] = None
+            except Exception as stock_error:  # noqa: BLE001
+                reply["stock_type"] = type(stock_error).__name__
+        return reply
     return {"outcome": "ok", "shapes": shapes}
 
 
