@@ -52,12 +52,39 @@ def dense_workloads(fl, rng):
     return results
 
 
+def conv_workloads(fl, rng):
+    """Conv2D and Conv2DTranspose forward and gradients, big enough to split across threads
+    (the weight gradients reduce over batch and positions, the part most at risk)."""
+    results = {}
+    cases = {
+        "conv2d": (fl.ops.fused_conv2d, (4, 23, 21, 19), (3, 3, 19, 37),
+                   dict(strides=2, padding="same")),
+        "conv2d_dilated": (fl.ops.fused_conv2d, (3, 17, 19, 8), (3, 2, 8, 24),
+                           dict(dilation_rate=2, padding="valid")),
+        "conv2d_transpose": (fl.ops.fused_conv2d_transpose, (4, 11, 9, 40), (4, 4, 21, 40),
+                             dict(strides=2, padding="same")),
+        "conv2d_transpose_op": (fl.ops.fused_conv2d_transpose, (2, 7, 8, 16), (5, 3, 9, 16),
+                                dict(strides=(3, 2), padding="valid", output_padding=(2, 1))),
+    }
+    for name, (op, x_shape, kernel_shape, attrs) in cases.items():
+        filters = kernel_shape[2] if "transpose" in name else kernel_shape[3]
+        for dtype in (tf.float32, tf.bfloat16):
+            inputs = [random(rng, x_shape, dtype), random(rng, kernel_shape, dtype),
+                      random(rng, (filters,), dtype)]
+            outs = forward_and_gradients(
+                lambda x, k, b, op=op, attrs=attrs: op(x, k, b, activation="elu", **attrs),
+                inputs, rng)
+            for part, value in zip(("y", "dx", "dkernel", "dbias"), outs):
+                results[f"{name}/{dtype.name}/{part}"] = value
+    return results
+
+
 def main(threads, out_path):
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     import fusedlayers as fl
 
     rng = np.random.default_rng(20261122)
-    results = dense_workloads(fl, rng)
+    results = {**dense_workloads(fl, rng), **conv_workloads(fl, rng)}
     # Bitwise comparison: store the raw bits (bfloat16 has no numpy dtype of its own).
     np.savez(out_path, **{k: np.frombuffer(v.numpy().tobytes(), np.uint8)
                           for k, v in results.items()})

@@ -36,10 +36,11 @@ def assert_bitwise_equal(a, b, what):
     assert not differing, f"{what}: results differ bitwise for {differing}"
 
 
-def test_results_cover_dense_forward_and_gradients(runs):
+def test_results_cover_dense_and_conv_forward_and_gradients(runs):
     keys = runs["1"].keys()
     for name in ("y", "dx", "dkernel", "dbias"):
         assert f"dense/float32/gelu/{name}" in keys and f"dense_layer/{name}" in keys
+        assert f"conv2d/float32/{name}" in keys and f"conv2d_transpose/bfloat16/{name}" in keys
     assert all(v.size > 0 for v in runs["1"].values())
 
 
