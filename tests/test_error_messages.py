@@ -67,6 +67,72 @@ OP_CASES = [
 ]
 
 
+def conv(x, kernel, bias=None, transpose=False, **attrs):
+    op = fl.ops.fused_conv2d_transpose if transpose else fl.ops.fused_conv2d
+    return lambda: op(x, kernel, bias, **attrs)
+
+
+def raw_conv(x, kernel, transpose=False, **attrs):
+    op = (gen_ops.fused_layers_fused_conv2d_transpose if transpose
+          else gen_ops.fused_layers_fused_conv2d)
+    return lambda: op(x=x, kernel=kernel, bias=[], **attrs)
+
+
+def raw_conv_grad(dy, x, kernel, y, preactivation, **attrs):
+    return lambda: gen_ops.fused_layers_fused_conv2d_grad(
+        dy=dy, x=x, kernel=kernel, y=y, preactivation=preactivation, **attrs)
+
+
+image = ones((1, 4, 4, 3))
+CONV_OP_CASES = [
+    ("conv_x_rank", conv(ones((4, 4, 3)), ones((3, 3, 3, 2))),
+     r"x must have rank 4 \[batch, height, width, channels\], got shape \[4,4,3\]"),
+    ("conv_kernel_rank", conv(image, ones((3, 3, 3))),
+     r"kernel must have rank 4 \[kh, kw, in_channels, filters\], got shape \[3,3,3\]"),
+    ("conv_channels", conv(image, ones((3, 3, 2, 5))),
+     r"kernel must have shape \[kh, kw, in_channels, filters\] with in_channels = x's channels "
+     r"3, got kernel shape \[3, ?3, ?2, ?5\]"),
+    ("conv_transpose_channels", conv(image, ones((3, 3, 5, 2)), transpose=True),
+     r"kernel must have shape \[kh, kw, filters, in_channels\] with in_channels = x's channels "
+     r"3, got kernel shape \[3, ?3, ?5, ?2\]"),
+    ("conv_bias_shape", conv(image, ones((3, 3, 3, 5)), ones((4,))),
+     r"bias must have shape \[filters\] = \[5\], got \[4\]"),
+    ("conv_strides", raw_conv(image, ones((3, 3, 3, 5)), strides=[0, 1]),
+     r"strides must be >= 1, got \[0, 1\]"),
+    ("conv_strides_length", raw_conv(image, ones((3, 3, 3, 5)), strides=[1, 1, 1]),
+     r"strides must have 2 values \(height, width\), got \[1, 1, 1\]"),
+    ("conv_dilations", raw_conv(image, ones((3, 3, 3, 5)), dilations=[1, -2]),
+     r"dilations must be >= 1, got \[1, -2\]"),
+    ("conv_strides_with_dilations",
+     raw_conv(ones((1, 8, 8, 3)), ones((3, 3, 3, 5)), strides=[2, 2], dilations=[2, 2]),
+     r"strides > 1 is not supported together with dilations > 1 .*got strides \[2, 2\] and "
+     r"dilations \[2, 2\]"),
+    ("conv_padding", raw_conv(image, ones((3, 3, 3, 5)), padding="SAMEX"),
+     r"padding must be 'valid' or 'same', got 'SAMEX'"),
+    ("conv_output_padding",
+     raw_conv(image, ones((3, 3, 5, 3)), transpose=True, strides=[2, 2], output_padding=[2, 0]),
+     r"output_padding must be >= 0 and strictly less than strides, got output_padding \[2, 0\] "
+     r"with strides \[2, 2\]"),
+    ("conv_valid_kernel_larger_than_input", conv(image, ones((5, 3, 3, 5))),
+     r"padding 'valid' needs the input height \(4\) to be at least the dilated kernel height "
+     r"\(5\)"),
+    ("conv_transpose_same_even_kernel",
+     conv(image, ones((4, 4, 5, 3)), transpose=True, strides=2, padding="same", output_padding=0),
+     r"output_padding 0 with padding 'same' and an even dilated kernel height \(4\) gives an "
+     r"output height of 6, which is inconsistent with the input height 4"),
+    ("conv_grad_dy", raw_conv_grad(ones((1, 2, 2, 4)), image, ones((3, 3, 3, 5)),
+                                   ones((1, 2, 2, 5)), ones((0,))),
+     r"dy must have the forward output's shape \[1,2,2,5\], got \[1,2,2,4\]"),
+]
+CONV_OP_CASES.append(
+    ("conv_overflow", conv(tf.zeros((0, 2**40, 4, 3)), ones((3, 3, 5, 3)), transpose=True,
+                           strides=2**30, padding="valid"),
+     r"the output height overflows int64 \(input 1099511627776, stride 1073741824\)"))
+OP_CASES += CONV_OP_CASES
+# The output-size overflows are found when the kernel runs (from the tensors' sizes).
+RUNTIME_ONLY_CASES = {"overflow", "conv_overflow"}
+
+
 def traced(call):
     """The same call inside a tf.function whose inputs are the call's constant tensors."""
     return lambda: tf.function(call)()
@@ -78,8 +144,7 @@ def test_op_rejection_names_argument_expected_and_received_eagerly(case_id, call
         call()
 
 
-# The output-size overflow is a property of the tensors, found when the kernel runs.
-SHAPE_FN_CASES = [c for c in OP_CASES if c[0] != "overflow"]
+SHAPE_FN_CASES = [c for c in OP_CASES if c[0] not in RUNTIME_ONLY_CASES]
 
 
 @pytest.mark.parametrize("case_id,call,pattern", SHAPE_FN_CASES,
