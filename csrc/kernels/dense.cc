@@ -3,10 +3,28 @@
 // one carrying an extra row of ones so that db comes out with dW.
 #include "dense.h"
 
+#include <algorithm>
+#include <type_traits>
+
 #include "dtype.h"
 #include "gemm_operands.h"
 
 namespace fusedlayers {
+
+// db[j] = sum over the m rows of dy * act'(y, z), rows in order (T is its own
+// accumulation type here: float or double).
+template <typename T>
+void sum_activation_grad_rows(const ActivationGradPrologue<T>& pro, const T* dy, int64_t m,
+                              int64_t n, T* db) {
+  T* row = packing_scratch<T, 3>(n);
+  std::fill(db, db + n, T(0));
+  for (int64_t i = 0; i < m; ++i) {
+    std::copy(dy + i * n, dy + (i + 1) * n, row);
+    activation_derivative_multiply<T>(pro.act, pro.y + i * n, pro.z ? pro.z + i * n : nullptr, row,
+                                      n);
+    for (int64_t j = 0; j < n; ++j) db[j] += row[j];
+  }
+}
 
 template <typename T>
 void dense_forward(const DenseForwardArgs<T>& a, TaskRunner& runner) {
@@ -45,10 +63,22 @@ void dense_backward(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
   }
   gemm<Acc>(dz_rows, w_rows, store_dx, runner, in_dx);
 
-  // [dW; db] [k + 1, n] = [xᵀ; 1ᵀ] [k + 1, m] · dz [m, n].
+  // [dW; db] [k + 1, n] = [xᵀ; 1ᵀ] [k + 1, m] · dz [m, n]: the bias gradient from a row of
+  // ones, at the price of a copy out of the engine's scratch (dW and db are separate
+  // tensors). When dW is stored in the accumulation type and the batch is shorter than
+  // K, dW is summed in place and summing dz's m rows separately costs less than
+  // copying dW's k.
   const bool with_bias = a.db != nullptr;
-  const auto xt_rows = strided_source<T, Acc>(a.x, a.k, a.m, 1, a.k, nullptr, with_bias);
   const auto dzt_rows = strided_source<T, Acc>(a.dy, a.n, a.m, 1, a.n, &prologue);
+  if constexpr (std::is_same_v<T, Acc>) {
+    if (a.m < a.k) {
+      gemm<Acc>(strided_source<T, Acc>(a.x, a.k, a.m, 1, a.k), dzt_rows, {}, runner,
+                GemmAccumulator<Acc>{a.dw, a.n});
+      if (with_bias) sum_activation_grad_rows(prologue, a.dy, a.m, a.n, a.db);
+      return;
+    }
+  }
+  const auto xt_rows = strided_source<T, Acc>(a.x, a.k, a.m, 1, a.k, nullptr, with_bias);
   gemm<Acc>(xt_rows, dzt_rows,
             [&a](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
               for (int64_t i = 0; i < mi; ++i) {
