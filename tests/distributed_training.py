@@ -27,6 +27,11 @@ def make_model():
     import fusedlayers as fl
 
     return fl.Sequential([
+        fl.Reshape((2, 2, 1)),
+        fl.Conv2DTranspose(3, 2, strides=2, activation="elu",
+                           kernel_initializer=keras.initializers.GlorotUniform(3)),
+        fl.Conv2D(2, 3, activation="tanh", kernel_initializer=keras.initializers.GlorotUniform(4)),
+        fl.Flatten(),
         fl.Dense(8, activation="gelu", kernel_initializer=keras.initializers.GlorotUniform(1)),
         fl.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(2)),
     ])

@@ -44,6 +44,31 @@ def test_dense_matches_keras_under_policy(policy, as_object):
         assert_close(grad, tape.gradient(expected_loss, weight.value), compute)
 
 
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("kind", ["Conv2D", "Conv2DTranspose"])
+def test_conv_matches_keras_under_policy(policy, kind):
+    kwargs = dict(filters=5, kernel_size=3, strides=2, padding="same", activation="elu",
+                  bias_initializer="random_normal")
+    fused, stock = getattr(fl, kind)(**kwargs, dtype=policy), getattr(keras.layers, kind)(
+        **kwargs, dtype=policy)
+    x = tf.random.normal((2, 7, 6, 3))
+    fused(x)
+    stock.build(x.shape)
+    stock.kernel.assign(fused.kernel)
+    stock.bias.assign(fused.bias)
+    with tf.GradientTape(persistent=True) as tape:
+        y, expected = fused(x), stock(x)
+        loss, expected_loss = (tf.reduce_sum(tf.cast(v, tf.float32) ** 2) for v in (y, expected))
+    compute = _compute_dtype(policy)
+    assert y.dtype == expected.dtype == compute
+    assert fused.kernel.dtype == fused.bias.dtype == tf.float32
+    assert_close(y, expected, compute)
+    for variable, weight in ((fused.kernel, stock.kernel), (fused.bias, stock.bias)):
+        grad = tape.gradient(loss, variable)
+        assert grad.dtype == tf.float32
+        assert_close(grad, tape.gradient(expected_loss, weight.value), compute)
+
+
 def test_low_precision_compute_keeps_float32_accumulation():
     """A long dot product of small terms: a float32 accumulator keeps its sum exact in the
     bfloat16 result, as the float32 reference rounded to bfloat16."""

@@ -15,9 +15,13 @@ CHILD = os.path.join(os.path.dirname(__file__), "saved_model_child.py")
 
 
 class Regressor(fl.Module):
-    """A layer-dictionary model with a nested Sequential, one layer used twice."""
+    """A layer-dictionary model with convolutions, a nested Sequential, one layer used twice."""
 
     def __call__(self, x):
+        image = self.get("image", fl.Reshape, (2, 3, 1))(x)
+        image = self.get("conv", fl.Conv2D, 4, 2, padding="same", activation="elu")(image)
+        image = self.get("up", fl.Conv2DTranspose, 2, 2, strides=2, activation="gelu")(image)
+        x = tf.concat([x, self.get("flat", fl.Flatten)(image)], axis=-1)
         hidden = self.get("embed", fl.Dense, 8, activation="tanh", kernel_regularizer="l2")(x)
         hidden = self.get("body", fl.Sequential, [fl.Dense(8, activation="gelu"), fl.Dense(8)])(
             hidden)
@@ -138,7 +142,7 @@ def test_saved_model_in_fresh_process(tmp_path):
 
     loaded = np.load(tmp_path / "out.npz")
     assert set(loaded.files) == set(expected) | {"served"}
-    assert len(expected) == 2 + 10  # y, dx, and the 10 trainable variables
+    assert len(expected) == 2 + 14  # y, dx, and the 14 trainable variables
     np.testing.assert_array_equal(loaded["y"], expected["y"])
     np.testing.assert_array_equal(loaded["served"], expected["y"])
     for name in expected:
@@ -146,4 +150,4 @@ def test_saved_model_in_fresh_process(tmp_path):
 
     # Without `import fusedlayers` TensorFlow cannot know the ops: it names the missing one.
     assert without_import.returncode != 0
-    assert "Op type not registered 'FusedLayers>FusedDense'" in failure, failure[-4000:]
+    assert "Op type not registered 'FusedLayers>Fused" in failure, failure[-4000:]
