@@ -53,6 +53,27 @@ def test_dtypes_match_float64_reference(dtype, activation):
     assert_close(actual, expected, dtype)
 
 
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv2d", "conv2d_transpose"])
+@pytest.mark.parametrize("x_shape,filters", [
+    ((0, 2**31 - 1, 1, 0), 2),  # a huge empty batch: no work per position
+    ((2, 5, 4, 3), 0),  # no filters: x is real, every gradient zero
+], ids=["huge-empty-batch", "no-filters"])
+def test_empty_output_gradients_are_zero(transpose, x_shape, filters):
+    in_c = x_shape[3]
+    kernel = random((1, 1) + ((filters, in_c) if transpose else (in_c, filters)), tf.float32)
+    bias = random((filters,), tf.float32)
+    x = random(x_shape, tf.float32) if 0 not in x_shape else tf.zeros(x_shape)
+    op = fl.ops.fused_conv2d_transpose if transpose else fl.ops.fused_conv2d
+    with tf.GradientTape() as tape:
+        tape.watch([x, kernel, bias])
+        y = op(x, kernel, bias, strides=(1, 2), padding="valid", activation="gelu")
+    assert y.shape.num_elements() == 0
+    dx, dk, db = tape.gradient(y, [x, kernel, bias])
+    np.testing.assert_array_equal(dx, np.zeros(x_shape))
+    np.testing.assert_array_equal(dk, np.zeros(kernel.shape))
+    np.testing.assert_array_equal(db, np.zeros((filters,)))
+
+
 def test_batch_zero_forward_and_gradient():
     x, kernel, bias = tf.zeros((0, 5, 5, 2)), random((3, 3, 2, 4), tf.float32), \
         random((4,), tf.float32)

@@ -379,6 +379,14 @@ class FusedConvGradOp : public FusedConvOpBase {
     if (num_bias_ == 1) {
       OP_REQUIRES_OK(ctx, db_list.allocate(0, TensorShape({y_shape.dim_size(3)}), &db));
     }
+    if (y_shape.num_elements() == 0) {
+      // An empty output has all-zero gradients; the kernels would still walk every
+      // position of a huge but empty batch.
+      dx->flat<T>().setZero();
+      dkernel->flat<T>().setZero();
+      if (db) db->flat<T>().setZero();
+      return;
+    }
 
     ConvBackwardArgs<typename KernelType<T>::type> args;
     args.dy = kernel_ptr<T>(dy);
