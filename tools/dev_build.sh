@@ -9,4 +9,9 @@ if [ ! -f "$build_dir/build.ninja" ]; then
     -Dpybind11_DIR="$(python -m pybind11 --cmakedir)" "$@"
 fi
 cmake --build "$build_dir"
-cp "$build_dir"/_fused_ops.so "$build_dir"/_native*.so "$build_dir"/_build_config.py python/fusedlayers/
+# Each library is copied beside its destination and renamed over it: a process that has
+# the old one loaded keeps its (unlinked) file instead of reading a half-written one.
+for f in "$build_dir"/_fused_ops.so "$build_dir"/_native*.so "$build_dir"/_build_config.py; do
+  cp "$f" "python/fusedlayers/.$(basename "$f").tmp"
+  mv -f "python/fusedlayers/.$(basename "$f").tmp" "python/fusedlayers/$(basename "$f")"
+done

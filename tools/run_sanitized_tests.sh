@@ -37,7 +37,8 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1
 export TF_CPP_MIN_LOG_LEVEL=3
 
 if [ $# -eq 0 ]; then
-  set -- tests/test_dense_op.py tests/test_error_messages.py tests/test_concurrency.py \
-    tests/test_fuzz.py
+  set -- tests/test_dense_op.py tests/test_conv2d.py tests/test_conv2d_transpose.py \
+    tests/test_conv_native.py tests/test_engine.py tests/test_error_messages.py \
+    tests/test_concurrency.py tests/test_fuzz.py
 fi
 PYTHONPATH="$stage" python -m pytest -q -p no:cacheprovider "$@"
