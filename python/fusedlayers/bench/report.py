@@ -10,7 +10,7 @@ CSV_COLUMNS = (
     "id", "group", "layer", "workload", "batch", "dtype", "activation", "mode", "pass", "status",
     "message", "flops", "fused_s", "stock_s", "speedup", "speedup_q25", "speedup_q75",
     "fused_gflops", "stock_gflops", "fused_peak_fraction", "stock_peak_fraction", "pairs",
-    "rel_error", "stock_rel_error",
+    "max_rel_error", "stock_max_rel_error",
 )
 MODE_NOTE = (
     "Modes: **eager** — both op by op; **function** — both in `tf.function`; **xla** — stock in "
@@ -157,7 +157,7 @@ def markdown(header, peak, results):
         "per-pair ratios in brackets; above 1× the fused layer is faster. Times are medians "
         "per call. GFLOP/s counts the matmul/convolution multiply-adds ×2 (×3 for fwd+bwd); "
         "% peak is each side's share of the fp32 peak above (bfloat16 cases too). Error is "
-        "‖output − reference‖₂ ÷ ‖reference‖₂, the worst output; the reference is stock "
+        "max|output − reference| ÷ max|reference| over all outputs; the reference is stock "
         "for float32 and stock computed in float32 from the same weights and inputs for "
         "bfloat16. " + MODE_NOTE,
         summary_markdown(results),
@@ -170,7 +170,7 @@ def markdown(header, peak, results):
                  f"**{r['speedup']:.2f}×** [{r['speedup_q25']:.2f}–{r['speedup_q75']:.2f}]",
                  f"{r['fused_gflops']:.1f}",
                  f"{100 * r['fused_peak_fraction']:.1f} / {100 * r['stock_peak_fraction']:.1f}",
-                 f"{r['rel_error']:.0e} / {r['stock_rel_error']:.0e}",
+                 f"{r['max_rel_error']:.0e} / {r['stock_max_rel_error']:.0e}",
                  r["pairs"]) for r in ok]),
     ]
     not_timed = [r for r in results if r["status"] != "ok"]
