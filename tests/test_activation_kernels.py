@@ -89,8 +89,8 @@ def derivative_reference(name, y, z, slope):
         return np.where(y > 0, 1.0, y + 1), np.where(y > 0, 1.0, np.abs(y) + 1)
     elif name == "selu":
         scale_alpha = SELU_SCALE * SELU_ALPHA
-        return (np.where(y > 0, SELU_SCALE, y + scale_alpha),
-                np.where(y > 0, SELU_SCALE, np.abs(y) + scale_alpha))
+        return (np.where(y < 0, y + scale_alpha, SELU_SCALE),
+                np.where(y < 0, np.abs(y) + scale_alpha, SELU_SCALE))
     elif name == "gelu":
         half_erfc = 0.5 * erfc(-z / math.sqrt(2))
         z_phi = z * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)

@@ -109,6 +109,26 @@ def test_gradient_matches_stock_autodiff(activation, dtype, use_bias):
         assert_close(a, e, dtype, rtol=None if dtype != tf.float32 else 2e-5)
 
 
+@pytest.mark.parametrize("activation", NAMES)
+def test_gradient_at_exactly_zero_preactivation_matches_stock(activation):
+    """Where z is exactly 0, activations with a kink (relu, relu6, leaky_relu, elu, selu)
+    take TensorFlow's one-sided slope, as the stock gradient does."""
+    x = tf.constant([[1.0, -1.0], [2.0, 0.5]])
+    kernel = tf.constant([[1.0, 0.5], [1.0, -1.0]])  # z row 0: [0, 1]; row 1: [2.5, 0.5]
+    bias = tf.constant([0.0, -0.5])                  # z: [[0, 0.5], [2.5, 0]]
+
+    def grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel, bias])
+            y = fn(x, kernel, bias, activation)
+        return tape.gradient(y, [x, kernel, bias])
+
+    expected = grads(stock_dense)
+    actual = grads(lambda x, k, b, a: fl.ops.fused_dense(x, k, b, activation=a))
+    for a, e in zip(actual, expected):
+        assert_close(a, e, tf.float32)
+
+
 def test_gradient_of_empty_batch_is_zero():
     x, kernel, bias = tf.zeros((0, 4)), random((4, 3), tf.float32), random((3,), tf.float32)
     with tf.GradientTape() as tape:

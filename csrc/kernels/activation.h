@@ -143,8 +143,10 @@ FL_HOST_DEVICE inline Acc activation_derivative(ActivationSpec a, Acc y, Acc z) 
       if (a.slope < 0.0f) return z > Acc(0) ? Acc(1) : Acc(a.slope);
       return y > Acc(0) ? Acc(1) : Acc(a.slope);
     case Activation::kElu: return y > Acc(0) ? Acc(1) : y + Acc(1);
+    // At z = 0 (y = 0) the right-hand slope, as TensorFlow's SeluGrad: the layers must
+    // match stock there too (an exact zero pre-activation is rare but not impossible).
     case Activation::kSelu:
-      return y > Acc(0) ? Acc(kSeluScale) : y + Acc(kSeluScale * kSeluAlpha);
+      return y < Acc(0) ? y + Acc(kSeluScale * kSeluAlpha) : Acc(kSeluScale);
     case Activation::kGelu:
       return Acc(0.5) * std::erfc(-z * Acc(kSqrtHalf)) +
              z * Acc(kInvSqrt2Pi) * std::exp(Acc(-0.5) * z * z);

@@ -308,7 +308,7 @@ inline F<V> derivative(F<V> y, F<V> z, float slope) {
   }
   if constexpr (K == Activation::kElu) return select<V>(y > zero, one, y + 1.0f);
   if constexpr (K == Activation::kSelu) {
-    return select<V>(y > zero, splat<V>(float(kSeluScale)), y + float(kSeluScale * kSeluAlpha));
+    return select<V>(y < zero, y + float(kSeluScale * kSeluAlpha), splat<V>(float(kSeluScale)));
   }
   if constexpr (K == Activation::kGelu) return gelu_derivative<V>(z);
   if constexpr (K == Activation::kGeluTanh) return gelu_tanh_derivative<V>(z);
