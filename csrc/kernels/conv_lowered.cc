@@ -212,18 +212,6 @@ TileEpilogue<Acc> add_into(Acc* c, int64_t ldc) {
   };
 }
 
-// The epilogue storing a plain product into out (ld_out), none when the GEMM sums
-// there in place already.
-template <typename T, typename Acc>
-TileEpilogue<Acc> store_into(T* out, int64_t ld_out) {
-  if (output_accumulator<T, Acc>(out, ld_out).c) return {};
-  return [out, ld_out](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile,
-                       int64_t ld) {
-    for (int64_t i = 0; i < mi; ++i)
-      for (int64_t j = 0; j < nj; ++j) out[(i0 + i) * ld_out + j0 + j] = store_as<T>(tile[i * ld + j]);
-  };
-}
-
 template <typename T>
 ActivationGradPrologue<T> shifted(const ActivationGradPrologue<T>& pro, int64_t offset) {
   ActivationGradPrologue<T> out = pro;

@@ -52,16 +52,8 @@ void dense_backward(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
   // dx [m, k] = dz [m, n] · Wᵀ; B seen as n-depth rows of W.
   const auto dz_rows = strided_source<T, Acc>(a.dy, a.m, a.n, a.n, 1, &prologue);
   const auto w_rows = strided_source<T, Acc>(a.w, a.k, a.n, a.n, 1);
-  const GemmAccumulator<Acc> in_dx = output_accumulator(a.dx, a.k);
-  TileEpilogue<Acc> store_dx;
-  if (!in_dx.c) {
-    store_dx = [&a](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
-      for (int64_t i = 0; i < mi; ++i)
-        for (int64_t j = 0; j < nj; ++j)
-          a.dx[(i0 + i) * a.k + j0 + j] = store_as<T>(tile[i * ld + j]);
-    };
-  }
-  gemm<Acc>(dz_rows, w_rows, store_dx, runner, in_dx);
+  gemm<Acc>(dz_rows, w_rows, store_into<T, Acc>(a.dx, a.k), runner,
+            output_accumulator(a.dx, a.k));
 
   // [dW; db] [k + 1, n] = [xᵀ; 1ᵀ] [k + 1, m] · dz [m, n]: the bias gradient from a row of
   // ones, at the price of a copy out of the engine's scratch (dW and db are separate

@@ -160,6 +160,18 @@ GemmAccumulator<Acc> output_accumulator(T* out, int64_t ld) {
   }
 }
 
+// The epilogue storing a plain product into out (ld_out), none when the GEMM sums
+// there in place already.
+template <typename T, typename Acc>
+TileEpilogue<Acc> store_into(T* out, int64_t ld_out) {
+  if (output_accumulator<T, Acc>(out, ld_out).c) return {};
+  return [out, ld_out](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile,
+                       int64_t ld) {
+    for (int64_t i = 0; i < mi; ++i)
+      for (int64_t j = 0; j < nj; ++j) out[(i0 + i) * ld_out + j0 + j] = store_as<T>(tile[i * ld + j]);
+  };
+}
+
 // Writes act(tile + bias[col]) to out (row-major, ld_out) and, when z_out is set, the
 // pre-activation too. Column j of the tile is output column col0 + j. `out` may be
 // `tile` itself (the engine summing in the output). Runs in chunks of a few dozen
