@@ -1,5 +1,6 @@
 // CPU features found at run time (cpuid + the OS's saved register state), which is
-// what kernels dispatch on: wheels are built for baseline x86-64, never -march=native.
+// what kernels dispatch on: wheels are built for baseline x86-64, never for the build
+// machine's own instruction set.
 #pragma once
 
 #include <cstdint>
