@@ -205,6 +205,14 @@ class TestErrors:
         with pytest.raises(tf.errors.InvalidArgumentError, match="overflows int64"):
             fl.ops.fused_dense(x, tf.zeros((0, 2**30)))
 
+    def test_shape_function_rejects_output_size_overflow(self):
+        # [2^62, 0] x [0, 2] -> [2^62, 2]: 2^63 elements. TensorFlow aborts the process on
+        # such a static shape (the tape records it), so tracing must refuse it first.
+        spec = tf.TensorSpec([2 ** 62, 0], tf.float32)
+        traced = tf.function(lambda x: fl.ops.fused_dense(x, tf.zeros([0, 2])))
+        with pytest.raises(ValueError, match="output size overflows int64"):
+            traced.get_concrete_function(spec)
+
     def test_grad_op_checks_dy(self):
         from fusedlayers._loader import gen_ops
 

@@ -65,7 +65,17 @@ absl::Status dense_shapes(InferenceContext* c, int x_index, int num_bias, ShapeH
   }
   ShapeHandle leading;
   TF_RETURN_IF_ERROR(c->Subshape(x, 0, -1, &leading));
-  return c->Concatenate(leading, c->Vector(n), y);
+  TF_RETURN_IF_ERROR(c->Concatenate(leading, c->Vector(n), y));
+  // A known output whose element count leaves int64 is rejected here, at trace time:
+  // TensorFlow itself aborts the process on such a shape (its tape records the op's
+  // static output shapes before the kernel could refuse it).
+  if (c->FullyDefined(*y)) {
+    int64_t elements = 1;
+    for (int i = 0; i < c->Rank(*y); ++i) {
+      TF_RETURN_IF_ERROR(checked_mul(elements, c->Value(c->Dim(*y, i)), "the output size", &elements));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // The shape of the pre-activation output: y's when the gradient needs it, else [0].
