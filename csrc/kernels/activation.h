@@ -197,6 +197,11 @@ inline void with_activation_kind(Activation kind, F&& f) {
 void activation_forward_f32(ActivationSpec a, float* x, int64_t n);
 void activation_derivative_multiply_f32(ActivationSpec a, const float* y, const float* z,
                                         float* dz, int64_t n);
+// out[i, j] = act(tile[i, j] + bias[j]) over rows x cols (bias null: none), and
+// z_out[i, j] the pre-activation when set; out and z_out share ld_out, out may be tile.
+void activation_bias_forward_rows_f32(ActivationSpec a, const float* tile, int64_t ld_tile,
+                                      int64_t rows, int64_t cols, const float* bias, float* out,
+                                      int64_t ld_out, float* z_out);
 
 // x[j] = act(x[j]) for j < n.
 template <typename Acc>

@@ -26,4 +26,11 @@ void activation_derivative_multiply_f32(ActivationSpec a, const float* y, const 
   active_activation_kernels().derivative_f32(a, y, z, dz, n);
 }
 
+void activation_bias_forward_rows_f32(ActivationSpec a, const float* tile, int64_t ld_tile,
+                                      int64_t rows, int64_t cols, const float* bias, float* out,
+                                      int64_t ld_out, float* z_out) {
+  active_activation_kernels().bias_forward_rows_f32(a, tile, ld_tile, rows, cols, bias, out, ld_out,
+                                                    z_out);
+}
+
 }  // namespace fusedlayers

@@ -14,6 +14,9 @@ struct ActivationKernels {
   const char* isa;
   void (*forward_f32)(ActivationSpec a, float* x, int64_t n);
   void (*derivative_f32)(ActivationSpec a, const float* y, const float* z, float* dz, int64_t n);
+  void (*bias_forward_rows_f32)(ActivationSpec a, const float* tile, int64_t ld_tile, int64_t rows,
+                                int64_t cols, const float* bias, float* out, int64_t ld_out,
+                                float* z_out);
 };
 
 // Defined only when the build has that TU; callers check cpu_features() first.

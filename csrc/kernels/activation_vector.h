@@ -336,6 +336,42 @@ void forward_run(float slope, float* x, int64_t n) {
   }
 }
 
+// The forward epilogue over a tile of rows: z = tile + bias (bias null: none), z_out
+// = z when set, out = act(z); `out` may be `tile`. One call per output tile, so the
+// activation's switch and the call cost are paid per tile instead of per row.
+template <class V, Activation K>
+void bias_forward_rows_run(float slope, const float* tile, int64_t ld_tile, int64_t rows,
+                           int64_t cols, const float* bias, float* out, int64_t ld_out,
+                           float* z_out) {
+  constexpr int L = Vec<V>::kLanes;
+  const int64_t full = cols / L * L;
+  float bias_tail[L] = {};
+  if (bias && full < cols) std::memcpy(bias_tail, bias + full, (cols - full) * sizeof(float));
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* t = tile + i * ld_tile;
+    float* o = out + i * ld_out;
+    float* zo = z_out ? z_out + i * ld_out : nullptr;
+    for (int64_t j = 0; j < full; j += L) {
+      F<V> z = load<V>(t + j);
+      if (bias) z += load<V>(bias + j);
+      if (zo) store<V>(zo + j, z);
+      store<V>(o + j, forward<V, K>(z, slope));
+    }
+    if (full < cols) {
+      const size_t bytes = (cols - full) * sizeof(float);
+      float buf[L] = {};
+      std::memcpy(buf, t + full, bytes);
+      const F<V> z = load<V>(buf) + load<V>(bias_tail);
+      if (zo) {
+        store<V>(buf, z);
+        std::memcpy(zo + full, buf, bytes);
+      }
+      store<V>(buf, forward<V, K>(z, slope));
+      std::memcpy(o + full, buf, bytes);
+    }
+  }
+}
+
 // dz[j] *= act'(y[j], z[j]); z read as zeros when null (the derivative then reads y only).
 template <class V, Activation K>
 void derivative_run(float slope, const float* y, const float* z, float* dz, int64_t n) {
@@ -380,6 +416,15 @@ void forward_array(ActivationSpec a, float* x, int64_t n) {
 }
 
 template <class V>
+void bias_forward_rows(ActivationSpec a, const float* tile, int64_t ld_tile, int64_t rows,
+                       int64_t cols, const float* bias, float* out, int64_t ld_out, float* z_out) {
+  with_activation_kind(a.kind, [&](auto kind) {
+    bias_forward_rows_run<V, decltype(kind)::value>(a.slope, tile, ld_tile, rows, cols, bias, out,
+                                                    ld_out, z_out);
+  });
+}
+
+template <class V>
 void derivative_array(ActivationSpec a, const float* y, const float* z, float* dz, int64_t n) {
   switch (a.kind) {
 #define FL_ACTIVATION_CASE(K) \
@@ -402,7 +447,7 @@ void derivative_array(ActivationSpec a, const float* y, const float* z, float* d
 
 template <class V>
 constexpr ActivationKernels make_activation_kernels(const char* isa) {
-  return ActivationKernels{isa, &forward_array<V>, &derivative_array<V>};
+  return ActivationKernels{isa, &forward_array<V>, &derivative_array<V>, &bias_forward_rows<V>};
 }
 
 }  // namespace act_generic

@@ -174,12 +174,18 @@ TileEpilogue<Acc> store_into(T* out, int64_t ld_out) {
 
 // Writes act(tile + bias[col]) to out (row-major, ld_out) and, when z_out is set, the
 // pre-activation too. Column j of the tile is output column col0 + j. `out` may be
-// `tile` itself (the engine summing in the output). Runs in chunks of a few dozen
-// columns with the activation's switch hoisted, so the loops vectorize.
+// `tile` itself (the engine summing in the output). float goes to the dispatched ISA's
+// loop (one call per tile: for short depths the epilogue costs as much as the GEMM);
+// other types run in chunks of a few dozen columns with the activation's switch hoisted.
 template <typename T, typename Acc>
 inline void epilogue_bias_act(const Acc* tile, int64_t ld_tile, int64_t rows, int64_t cols,
                               const T* bias, int64_t col0, ActivationSpec act, T* out,
                               int64_t ld_out, T* z_out) {
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>) {
+    activation_bias_forward_rows_f32(act, tile, ld_tile, rows, cols, bias ? bias + col0 : nullptr,
+                                     out, ld_out, z_out);
+    return;
+  }
   constexpr int64_t kChunk = 64;
   Acc z[kChunk];
   for (int64_t i = 0; i < rows; ++i) {
