@@ -16,6 +16,13 @@ import resource
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow's plain CPU allocator, which refuses an allocation over the address-space
+# cap below at once: oneDNN's (the default where it is on) waits 10 s for memory to be
+# freed before each refusal, so a case asking for a huge but representable output spent
+# 20 s per attempt (e.g. Dense(1) on x [2^31 - 1, 0] under a tape in tf.function: y and
+# the tape's ones), twice with the stock twin, and was taken for a hang. Our ops do not
+# use oneDNN; only the stock twins' kernels change.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

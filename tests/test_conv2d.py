@@ -74,6 +74,31 @@ def test_empty_output_gradients_are_zero(transpose, x_shape, filters):
     np.testing.assert_array_equal(db, np.zeros((filters,)))
 
 
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv2d", "conv2d_transpose"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: d.name)
+def test_no_input_channels_is_activation_of_bias(transpose, dtype):
+    """An input with no channel: the product has no depth, y = act(bias) at every output
+    position and the bias gradient sums dy * act'(bias) over them (tf.reduce_sum of the
+    stock activation's gradient)."""
+    x, filters = tf.zeros((3, 17, 9, 0), dtype), 4
+    kernel = tf.zeros((3, 2) + ((filters, 0) if transpose else (0, filters)), dtype)
+    bias = random((filters,), dtype)
+    op = fl.ops.fused_conv2d_transpose if transpose else fl.ops.fused_conv2d
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernel, bias])
+        y = op(x, kernel, bias, strides=(2, 1), padding="same", activation="gelu")
+    assert y.shape == ((3, 34, 9, filters) if transpose else (3, 9, 9, filters))
+    upstream = random(y.shape, dtype)
+    dx, dk, db = tape.gradient(y, [x, kernel, bias], output_gradients=upstream)
+    z = tf.Variable(tf.broadcast_to(tf.cast(bias, tf.float64), y.shape))
+    with tf.GradientTape() as ref_tape:
+        expected_y = tf.nn.gelu(z, approximate=False)
+    assert_close(y, expected_y, dtype)
+    assert dx.shape == x.shape and dk.shape == kernel.shape
+    dz = ref_tape.gradient(expected_y, z, output_gradients=tf.cast(upstream, tf.float64))
+    assert_close(db, tf.reduce_sum(dz, axis=[0, 1, 2]), dtype)
+
+
 def test_batch_zero_forward_and_gradient():
     x, kernel, bias = tf.zeros((0, 5, 5, 2)), random((3, 3, 2, 4), tf.float32), \
         random((4,), tf.float32)

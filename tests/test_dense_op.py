@@ -140,6 +140,37 @@ def test_gradient_of_empty_batch_is_zero():
     np.testing.assert_array_equal(db, np.zeros((3,)))
 
 
+def activation_gradient(activation, z, upstream):
+    """dy * act'(z) by autodiff of the stock activation, in z's dtype."""
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        y = reference(activation)(z)
+    return tape.gradient(y, z, output_gradients=upstream)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "sigmoid"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("rows,units", [(3, 2), (70_001, 3), (5, 2500)])
+def test_zero_depth_gradient_is_column_sum_of_activation_gradient(activation, dtype, rows, units):
+    """K = 0: y = act(bias) in every row and the bias gradient is the column sum of
+    dy * act'(bias), summed apart from the (empty) weight-gradient GEMM; the sizes cross
+    the sum's row blocks and chunks, and a row wider than a chunk."""
+    x, kernel = tf.zeros((rows, 0), dtype), tf.zeros((0, units), dtype)
+    bias, upstream = random((units,), dtype), random((rows, units), dtype)
+    with tf.GradientTape() as tape:
+        tape.watch([x, kernel, bias])
+        y = fl.ops.fused_dense(x, kernel, bias, activation)
+    dx, dk, db = tape.gradient(y, [x, kernel, bias], output_gradients=upstream)
+    z = tf.broadcast_to(tf.cast(bias, tf.float64), (rows, units))
+    assert_close(y, reference(activation)(z), dtype)
+    assert dx.shape == (rows, 0) and dk.shape == (0, units)
+    expected_db = tf.reduce_sum(
+        activation_gradient(activation, z, tf.cast(upstream, tf.float64)), axis=0)
+    # Stock gelu's float64 gradient is off by up to ~1e-8 relative, and every row shares
+    # one z here, so that error adds up over the rows instead of averaging out.
+    assert_close(db, expected_db, dtype, rtol=1e-6 if dtype == tf.float64 else None)
+
+
 def test_tf_function_with_unknown_batch():
     kernel, bias = random((6, 4), tf.float32), random((4,), tf.float32)
 

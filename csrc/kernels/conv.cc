@@ -19,6 +19,7 @@
 
 #include "conv_lowered.h"
 #include "conv_operands.h"
+#include "dense.h"
 #include "dtype.h"
 
 namespace fusedlayers {
@@ -233,28 +234,79 @@ void conv_backward(const ConvBackwardArgs<T>& a, bool input_is_big, TaskRunner& 
                             runner);
 }
 
+// A convolution whose input has no channel is a product with no depth: over the
+// output's positions it is dense with K = 0 (y = act(bias) everywhere, db = dz summed
+// per channel, dx and dkernel empty), which dense.cc writes and sums as plain loops
+// where the GEMM routes would form empty patches tile by tile.
+template <typename T>
+DenseForwardArgs<T> as_dense_without_depth(const ConvForwardArgs<T>& a, int64_t positions,
+                                           int64_t channels) {
+  DenseForwardArgs<T> d;
+  d.bias = a.bias;
+  d.y = a.y;
+  d.z = a.z;
+  d.m = positions;
+  d.n = channels;
+  d.act = a.act;
+  return d;
+}
+template <typename T>
+DenseBackwardArgs<T> as_dense_without_depth(const ConvBackwardArgs<T>& a, int64_t positions,
+                                            int64_t channels) {
+  DenseBackwardArgs<T> d;
+  d.dy = a.dy;
+  d.y = a.y;
+  d.z = a.z;
+  d.db = a.dbias;
+  d.m = positions;
+  d.n = channels;
+  d.act = a.act;
+  return d;
+}
+int64_t small_positions(const ConvGeometry& g) { return g.batch * g.h.small * g.w.small; }
+int64_t big_positions(const ConvGeometry& g) { return g.batch * g.h.big * g.w.big; }
+
 }  // namespace
 
 // Each op takes the lowered method when its lowered matrix is small enough per image
 // (conv_lowered.h), and the implicit passes above otherwise.
 template <typename T>
 void conv2d_forward(const ConvForwardArgs<T>& args, TaskRunner& runner) {
-  if (conv_lowered_fits(args.geometry)) return lowered_conv2d_forward(args, runner);
+  const ConvGeometry& g = args.geometry;
+  if (g.big_channels == 0) {
+    return dense_forward(as_dense_without_depth(args, small_positions(g), g.small_channels),
+                         runner);
+  }
+  if (conv_lowered_fits(g)) return lowered_conv2d_forward(args, runner);
   conv_forward(args, /*input_is_big=*/true, runner);
 }
 template <typename T>
 void conv2d_backward(const ConvBackwardArgs<T>& args, TaskRunner& runner) {
-  if (conv_lowered_fits(args.geometry)) return lowered_conv2d_backward(args, runner);
+  const ConvGeometry& g = args.geometry;
+  if (g.big_channels == 0) {
+    return dense_backward(as_dense_without_depth(args, small_positions(g), g.small_channels),
+                          runner);
+  }
+  if (conv_lowered_fits(g)) return lowered_conv2d_backward(args, runner);
   conv_backward(args, /*input_is_big=*/true, runner);
 }
 template <typename T>
 void conv2d_transpose_forward(const ConvForwardArgs<T>& args, TaskRunner& runner) {
-  if (conv_lowered_fits(args.geometry)) return lowered_conv2d_transpose_forward(args, runner);
+  const ConvGeometry& g = args.geometry;
+  if (g.small_channels == 0) {
+    return dense_forward(as_dense_without_depth(args, big_positions(g), g.big_channels), runner);
+  }
+  if (conv_lowered_fits(g)) return lowered_conv2d_transpose_forward(args, runner);
   conv_forward(args, /*input_is_big=*/false, runner);
 }
 template <typename T>
 void conv2d_transpose_backward(const ConvBackwardArgs<T>& args, TaskRunner& runner) {
-  if (conv_lowered_fits(args.geometry)) return lowered_conv2d_transpose_backward(args, runner);
+  const ConvGeometry& g = args.geometry;
+  if (g.small_channels == 0) {
+    return dense_backward(as_dense_without_depth(args, big_positions(g), g.big_channels),
+                          runner);
+  }
+  if (conv_lowered_fits(g)) return lowered_conv2d_transpose_backward(args, runner);
   conv_backward(args, /*input_is_big=*/false, runner);
 }
 

@@ -5,30 +5,108 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "dtype.h"
 #include "gemm_operands.h"
 
 namespace fusedlayers {
 
-// db[j] = sum over the m rows of dy * act'(y, z), rows in order (T is its own
-// accumulation type here: float or double).
+// Cuts m rows into at most kMaxBlocks blocks of about kBlockElements elements or more,
+// by the shape alone: tasks over blocks then give the same result on any thread count.
+struct RowBlocks {
+  static constexpr int64_t kBlockElements = int64_t{1} << 16;
+  static constexpr int64_t kMaxBlocks = 64;
+  int64_t count = 0, rows = 0;  // blocks, rows per block
+  RowBlocks(int64_t m, int64_t n)
+      : count(std::clamp<int64_t>(m * n / kBlockElements, 1, kMaxBlocks)),
+        rows((m + count - 1) / count) {}
+};
+
+// Adds the rows of v [rows, n] into its first row pairwise: contiguous adds that
+// vectorize whatever n, in an order fixed by the shape.
+template <typename Acc>
+void fold_rows(Acc* v, int64_t rows, int64_t n) {
+  while (rows > 1) {
+    const int64_t half = rows / 2, upper = rows - half;
+    const Acc* top = v + upper * n;
+    for (int64_t e = 0; e < half * n; ++e) v[e] += top[e];
+    rows = upper;
+  }
+}
+
+// db[j] = sum over the m rows of dz = dy * act'(y, z), in the accumulation type. dz is
+// formed a chunk of whole rows at a time (or of one row's columns, for a wide one) and
+// folded pairwise into a chunk sum; each block of rows adds its chunk sums in order,
+// and the blocks' sums are added in block order.
 template <typename T>
 void sum_activation_grad_rows(const ActivationGradPrologue<T>& pro, const T* dy, int64_t m,
-                              int64_t n, T* db) {
-  T* row = packing_scratch<T, 3>(n);
-  std::fill(db, db + n, T(0));
-  for (int64_t i = 0; i < m; ++i) {
-    std::copy(dy + i * n, dy + (i + 1) * n, row);
-    activation_derivative_multiply<T>(pro.act, pro.y + i * n, pro.z ? pro.z + i * n : nullptr, row,
-                                      n);
-    for (int64_t j = 0; j < n; ++j) db[j] += row[j];
+                              int64_t n, T* db, TaskRunner& runner) {
+  using Acc = acc_t<T>;
+  constexpr int64_t kChunk = 1024;
+  const RowBlocks blocks(m, n);
+  const int64_t width = std::min(n, kChunk), chunk_rows = kChunk / std::max<int64_t>(width, 1);
+  const bool use_z = grad_needs_preactivation(pro.act);
+  std::vector<Acc> block_sums(blocks.count * n, Acc(0));
+  runner.run(blocks.count, [&](int64_t block) {
+    Acc* block_sum = block_sums.data() + block * n;
+    const int64_t row_end = std::min(m, (block + 1) * blocks.rows);
+    Acc dz[kChunk], y[kChunk], z[kChunk];
+    for (int64_t row = block * blocks.rows; row < row_end; row += chunk_rows) {
+      const int64_t rows = std::min(chunk_rows, row_end - row);
+      for (int64_t col = 0; col < n; col += width) {
+        const int64_t cols = std::min(width, n - col);
+        const int64_t first = row * n + col, count = rows * cols;  // contiguous
+        for (int64_t e = 0; e < count; ++e) dz[e] = load_as<Acc>(dy[first + e]);
+        for (int64_t e = 0; e < count; ++e) y[e] = load_as<Acc>(pro.y[first + e]);
+        if (use_z) {
+          for (int64_t e = 0; e < count; ++e) z[e] = load_as<Acc>(pro.z[first + e]);
+        }
+        activation_derivative_multiply<Acc>(pro.act, y, use_z ? z : nullptr, dz, count);
+        fold_rows(dz, rows, cols);
+        for (int64_t c = 0; c < cols; ++c) block_sum[col + c] += dz[c];
+      }
+    }
+  });
+  for (int64_t c = 0; c < n; ++c) {
+    Acc total(0);
+    for (int64_t block = 0; block < blocks.count; ++block) total += block_sums[block * n + c];
+    db[c] = store_as<T>(total);
   }
+}
+
+// out[i, j] = row[j] for each of the m rows.
+template <typename T>
+void broadcast_row(const T* row, int64_t m, int64_t n, T* out, TaskRunner& runner) {
+  const RowBlocks blocks(m, n);
+  runner.run(blocks.count, [&](int64_t block) {
+    const int64_t end = std::min(m, (block + 1) * blocks.rows) * n;
+    int64_t j = 0;
+    for (int64_t e = block * blocks.rows * n; e < end; ++e) {
+      out[e] = row[j];
+      if (++j == n) j = 0;
+    }
+  });
+}
+
+// y = act(x·W + b) with K = 0: every row is act(b) (act(0) without a bias), and the
+// pre-activation b. The engine would form it a micro-tile at a time, about ten times
+// slower than the store alone when N is small.
+template <typename T>
+void dense_forward_no_depth(const DenseForwardArgs<T>& a, TaskRunner& runner) {
+  using Acc = acc_t<T>;
+  const std::vector<Acc> zero(a.n, Acc(0));
+  std::vector<T> y_row(a.n), z_row(a.n);
+  epilogue_bias_act<T, Acc>(zero.data(), 0, 1, a.n, a.bias, 0, a.act, y_row.data(), a.n,
+                            z_row.data());
+  broadcast_row(y_row.data(), a.m, a.n, a.y, runner);
+  if (a.z) broadcast_row(z_row.data(), a.m, a.n, a.z, runner);
 }
 
 template <typename T>
 void dense_forward(const DenseForwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
+  if (a.k == 0) return dense_forward_no_depth(a, runner);
   const auto x_src = strided_source<T, Acc>(a.x, a.m, a.k, a.k, 1);
   const auto wt_src = strided_source<T, Acc>(a.w, a.n, a.k, 1, a.n);  // Wᵀ: n x k
   const GemmAccumulator<Acc> in_y = output_accumulator(a.y, a.n);
@@ -57,21 +135,27 @@ void dense_backward(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
 
   // [dW; db] [k + 1, n] = [xᵀ; 1ᵀ] [k + 1, m] · dz [m, n]: the bias gradient from a row of
   // ones, at the price of a copy out of the engine's scratch (dW and db are separate
-  // tensors). When dW is stored in the accumulation type and the batch is shorter than
-  // K, dW is summed in place and summing dz's m rows separately costs less than
-  // copying dW's k.
+  // tensors). db is summed on its own instead when that GEMM would be a row of ones
+  // alone (K = 0: a 1 x n product as deep as the batch, which the engine computes in
+  // one task), and when dW is stored in the accumulation type and the batch is shorter
+  // than K: dW is then summed in place, and summing dz's m rows costs less than copying
+  // dW's k.
   const bool with_bias = a.db != nullptr;
   const auto dzt_rows = strided_source<T, Acc>(a.dy, a.n, a.m, 1, a.n, &prologue);
-  if constexpr (std::is_same_v<T, Acc>) {
-    if (a.m < a.k) {
-      gemm<Acc>(strided_source<T, Acc>(a.x, a.k, a.m, 1, a.k), dzt_rows, {}, runner,
-                GemmAccumulator<Acc>{a.dw, a.n});
-      if (with_bias) sum_activation_grad_rows(prologue, a.dy, a.m, a.n, a.db);
-      return;
+  const auto xt_rows = [&](bool ones_row) {
+    return strided_source<T, Acc>(a.x, a.k, a.m, 1, a.k, nullptr, ones_row);
+  };
+  bool separate_bias = a.k == 0;
+  if constexpr (std::is_same_v<T, Acc>) separate_bias = separate_bias || a.m < a.k;
+  if (separate_bias) {
+    if (a.k > 0) {
+      gemm<Acc>(xt_rows(false), dzt_rows, store_into<T, Acc>(a.dw, a.n), runner,
+                output_accumulator(a.dw, a.n));
     }
+    if (with_bias) sum_activation_grad_rows(prologue, a.dy, a.m, a.n, a.db, runner);
+    return;
   }
-  const auto xt_rows = strided_source<T, Acc>(a.x, a.k, a.m, 1, a.k, nullptr, with_bias);
-  gemm<Acc>(xt_rows, dzt_rows,
+  gemm<Acc>(xt_rows(with_bias), dzt_rows,
             [&a](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
               for (int64_t i = 0; i < mi; ++i) {
                 const int64_t row = i0 + i;
