@@ -21,6 +21,15 @@ def supported_isas():
     return isas
 
 
+def bf16_kernel_for(isa):
+    """The bf16 path the engine takes by default under `isa` (see gemm_bf16_kernel)."""
+    return "dpbf16" if isa == "avx512" and _native.cpu_features()["avx512_bf16"] else "widen"
+
+
+def supported_bf16_kernels():
+    return sorted({"widen", bf16_kernel_for(supported_isas()[-1])})
+
+
 def edge_sizes(block):
     """1, around one and two micro-tiles, and just past the cache blocks."""
     mr, nr = block["mr"], block["nr"]
@@ -121,20 +130,123 @@ def run_dense_checks():
         np.testing.assert_allclose(db, dz.sum(0), rtol=0, atol=1e-5 * m)
 
 
+def to_bf16_bits(x):
+    """float array -> its bfloat16 bits (uint16), rounded to nearest even."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(bits):
+    return (np.asarray(bits).astype(np.uint32) << 16).view(np.float32)
+
+
+def check_gemm_bf16(a_bits, b_bits, **kwargs):
+    """The engine's bf16 product against float64 of the same bf16 values: products of
+    bf16 numbers are exact in float32, so only the float32 summation errs."""
+    expected = from_bf16_bits(a_bits).astype(np.float64) @ from_bf16_bits(b_bits).astype(np.float64)
+    actual = _native.gemm_bf16(a_bits, b_bits, **kwargs)
+    assert actual.dtype == np.float32 and actual.shape == expected.shape
+    eps = np.finfo(np.float32).eps
+    scale = max(1.0, float((np.abs(from_bf16_bits(a_bits)).astype(np.float64)
+                            @ np.abs(from_bf16_bits(b_bits))).max(initial=0)))
+    tol = 4 * eps * max(a_bits.shape[1], 1) * scale
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=tol)
+    return actual
+
+
+def bf16_block():
+    """Block sizes of the bf16 path: its own, or float32's when it widens."""
+    return _native.gemm_blocking("bfloat16" if _native.bf16_kernel() != "widen" else "float32")
+
+
+def run_bf16_checks():
+    """bfloat16 through the engine (pair-interleaved panels or widened, whichever this
+    process runs): every block edge with odd depths, plain and callback packing, A read
+    in place, transposed and strided operands, one summation order for all of them and
+    any thread count."""
+    rng = np.random.default_rng(12)
+    block = bf16_block()
+    mr, nr, kc = block["mr"], block["nr"], block["kc"]
+    shapes = edge_shapes(block)
+    shapes += [(13, k, 33) for k in (3, 5, kc - 1, 2 * kc - 1, 2 * kc + 1)]
+    shapes += [(2 * mr + 1, 2 * kc + 3, 2 * nr + 5), (40, kc + 1, 20), (5, 2 * kc + 1, 3 * nr + 1)]
+    for m, k, n in shapes:
+        a = to_bf16_bits(rng.uniform(-1, 1, (m, k)))
+        b = to_bf16_bits(rng.uniform(-1, 1, (k, n)))
+        reference = check_gemm_bf16(a, b)
+        for threads in (2, 3):
+            for in_output in (True, False):
+                for callback in (False, True):
+                    actual = check_gemm_bf16(a, b, threads=threads, accumulate_in_output=in_output,
+                                             callback_packing=callback)
+                    np.testing.assert_array_equal(actual, reference)
+        # B given transposed (rows contiguous in depth), the layout of dx = dz·Wᵀ.
+        bt = np.ascontiguousarray(b.T).T
+        np.testing.assert_array_equal(check_gemm_bf16(a, bt, threads=2), reference)
+    base_a = to_bf16_bits(rng.uniform(-1, 1, (70, 91)))
+    base_b = to_bf16_bits(rng.uniform(-1, 1, (201, 200)))
+    for a in (base_a, base_a.T, base_a[::2, ::3], base_a.T[1::2, ::-1], base_a[:, 1:]):
+        k = a.shape[1]
+        for b in (base_b[:k, :70], base_b.T[:k, :41], base_b[::2, ::3][:k], base_b[::-1][:k, 5:38],
+                  base_b[1:k + 1, 1:]):
+            check_gemm_bf16(a, b, threads=2)
+
+
+def test_bf16_rejects_non_matrices():
+    a = np.zeros((3, 4), np.uint16)
+    with pytest.raises(ValueError, match="gemm needs"):
+        _native.gemm_bf16(a, np.zeros((5, 2), np.uint16))
+
+
 CHECKS = {"edges": run_edge_checks, "strided": run_strided_checks, "in_place": run_in_place_checks,
-          "dense": run_dense_checks}
+          "dense": run_dense_checks, "bf16": run_bf16_checks}
+
+
+def run_checks_in_child(env_overrides, names):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env_overrides)
+    done = subprocess.run([sys.executable, __file__, *names], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("isa", supported_isas())
 def test_engine_on_each_isa(isa):
     """All checks in one fresh process (the ISA is chosen once per process) with the
     engine forced to `isa`."""
-    env = dict(os.environ, FUSEDLAYERS_ISA=isa, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report == {"isa": isa, "passed": sorted(CHECKS)}
+    report = run_checks_in_child({"FUSEDLAYERS_ISA": isa}, sorted(CHECKS))
+    assert report == {"isa": isa, "bf16_kernel": bf16_kernel_for(isa), "passed": sorted(CHECKS)}
+
+
+@pytest.mark.parametrize("kernel", supported_bf16_kernels())
+def test_bf16_checks_with_each_kernel_forced(kernel):
+    report = run_checks_in_child({"FUSEDLAYERS_BF16_KERNEL": kernel}, ["bf16"])
+    assert report == {"isa": supported_isas()[-1], "bf16_kernel": kernel, "passed": ["bf16"]}
+
+
+def test_bf16_kernel_forced_where_missing_widens_with_a_warning():
+    env = dict(os.environ, FUSEDLAYERS_ISA="avx2", FUSEDLAYERS_BF16_KERNEL="dpbf16",
+               TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", "from fusedlayers import _native; print(_native.bf16_kernel())"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "widen"
+    assert "FUSEDLAYERS_BF16_KERNEL=dpbf16 needs" in done.stderr
+
+
+@pytest.mark.parametrize("kernel", supported_bf16_kernels())
+def test_bf16_layers_with_each_kernel_forced(kernel):
+    """The bfloat16 dense and convolution op tests (forward, gradients, prologue and
+    ones-row packing as bf16) with the bf16 path forced either way."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, FUSEDLAYERS_BF16_KERNEL=kernel, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", "bfloat16",
+         os.path.join(here, "test_dense_op.py"), os.path.join(here, "test_conv2d.py"),
+         os.path.join(here, "test_conv2d_transpose.py")],
+        env=env, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(here))
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert " passed" in done.stdout
 
 
 def test_unknown_isa_name_falls_back_to_the_best_with_a_warning():
@@ -154,6 +266,17 @@ def test_identical_bits_for_any_thread_count(dtype):
         a = rng.standard_normal((m, k)).astype(dtype)
         b = rng.standard_normal((k, n)).astype(dtype)
         results = [_native.gemm(a, b, threads=t) for t in (1, 2, 3, 4, 1)]
+        for r in results[1:]:
+            np.testing.assert_array_equal(r, results[0])
+
+
+def test_bf16_identical_bits_for_any_thread_count():
+    rng = np.random.default_rng(13)
+    block = bf16_block()
+    for m, k, n in [(5, 3 * block["kc"] + 7, 2 * block["nr"] + 1), (2 * block["mr"] + 3, 701, 301)]:
+        a = to_bf16_bits(rng.standard_normal((m, k)))
+        b = to_bf16_bits(rng.standard_normal((k, n)))
+        results = [_native.gemm_bf16(a, b, threads=t) for t in (1, 2, 3, 4, 1)]
         for r in results[1:]:
             np.testing.assert_array_equal(r, results[0])
 
@@ -183,6 +306,8 @@ def test_peak_probe_measures_a_positive_rate():
 
 
 if __name__ == "__main__":
-    for name in sorted(CHECKS):
+    names = sorted(sys.argv[1:] or CHECKS)
+    for name in names:
         CHECKS[name]()
-    print(json.dumps({"isa": _native.kernel_isa(), "passed": sorted(CHECKS)}))
+    print(json.dumps({"isa": _native.kernel_isa(), "bf16_kernel": _native.bf16_kernel(),
+                      "passed": names}))

@@ -70,36 +70,37 @@ TapRange tap_range(const ConvAxis& a, int64_t j) {
   return r;
 }
 
-// L for `images` images whose big tensor starts at `big`; one task per small row.
-template <typename S, typename Acc>
-void im2col(const ConvGeometry& g, const Lowering& s, const S* big, int64_t images, Acc* lowered,
+// L for `images` images whose big tensor starts at `big`, stored as the GEMM's operand
+// type In; one task per small row.
+template <typename S, typename In>
+void im2col(const ConvGeometry& g, const Lowering& s, const S* big, int64_t images, In* lowered,
             TaskRunner& runner) {
   const int64_t kernel_row = g.w.kernel * s.cb;  // one kernel row's taps in L
   runner.run(images * g.h.small, [&](int64_t task) {
     const int64_t image = task / g.h.small, hs = task - image * g.h.small;
     const S* img = big + image * s.big_image * s.cb;
-    Acc* out = lowered + task * g.w.small * s.row;
+    In* out = lowered + task * g.w.small * s.row;
     for (int64_t ws = 0; ws < g.w.small; ++ws) {
       const TapRange w = tap_range(g.w, ws);
       for (int64_t th = 0; th < g.h.kernel; ++th, out += kernel_row) {
         const int64_t hb = hs * g.h.stride + th * g.h.dilation - g.h.pad_before;
         if (hb < 0 || hb >= g.h.big || w.lo == w.hi) {
-          std::fill(out, out + kernel_row, Acc(0));
+          std::fill(out, out + kernel_row, In{});
           continue;
         }
         const S* src_row = img + hb * g.w.big * s.cb;
-        std::fill(out, out + w.lo * s.cb, Acc(0));
+        std::fill(out, out + w.lo * s.cb, In{});
         if (g.w.dilation == 1) {  // the taps in range are one contiguous run
           const S* src = src_row + (w.b0 + w.lo) * s.cb;
-          Acc* o = out + w.lo * s.cb;
-          for (int64_t e = 0; e < (w.hi - w.lo) * s.cb; ++e) o[e] = load_as<Acc>(src[e]);
+          In* o = out + w.lo * s.cb;
+          for (int64_t e = 0; e < (w.hi - w.lo) * s.cb; ++e) o[e] = operand_as<In>(src[e]);
         } else {
           for (int64_t tw = w.lo; tw < w.hi; ++tw) {
             const S* src = src_row + (w.b0 + tw * g.w.dilation) * s.cb;
-            for (int64_t c = 0; c < s.cb; ++c) out[tw * s.cb + c] = load_as<Acc>(src[c]);
+            for (int64_t c = 0; c < s.cb; ++c) out[tw * s.cb + c] = operand_as<In>(src[c]);
           }
         }
-        std::fill(out + w.hi * s.cb, out + kernel_row, Acc(0));
+        std::fill(out + w.hi * s.cb, out + kernel_row, In{});
       }
     }
   });
@@ -248,21 +249,24 @@ bool conv_lowered_fits(const ConvGeometry& g) {
   return std::max(lowered, big) <= double(kGroupBudget);
 }
 
-template <typename T>
-void lowered_conv2d_forward(const ConvForwardArgs<T>& a, TaskRunner& runner) {
+// Each pass below packs its operands as In (see with_packed_type): L is built as In,
+// products are summed in Acc, and a buffer both summed in and rebuilt as L is one
+// buffer when In is Acc, two (per type) otherwise.
+template <typename T, typename In>
+void lowered_conv2d_forward_as(const ConvForwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
   const Lowering s = lowering_of(g);
-  const auto k_cols = strided_source<T, Acc>(a.kernel, s.cs, s.row, 1, s.cs);  // Kᵀ
-  Acc* lowered = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
+  const auto k_cols = strided_source<T, In>(a.kernel, s.cs, s.row, 1, s.cs);  // Kᵀ
+  In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
   for (int64_t n0 = 0; n0 < g.batch; n0 += s.group) {
     const int64_t images = std::min(s.group, g.batch - n0);
-    im2col<T, Acc>(g, s, a.x + n0 * s.big_image * s.cb, images, lowered, runner);
-    const auto l_rows = strided_source<Acc, Acc>(lowered, images * s.small_image, s.row, s.row, 1);
+    im2col<T, In>(g, s, a.x + n0 * s.big_image * s.cb, images, lowered, runner);
+    const auto l_rows = strided_source<In, In>(lowered, images * s.small_image, s.row, s.row, 1);
     const int64_t first = n0 * s.small_image * s.cs;
     T* y = a.y + first;
     T* z = a.z ? a.z + first : nullptr;
-    gemm<Acc>(l_rows, k_cols,
+    gemm<In>(l_rows, k_cols,
               [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
                 const int64_t off = i0 * s.cs + j0;
                 epilogue_bias_act<T, Acc>(tile, ld, mi, nj, a.bias, j0, a.act, y + off, s.cs,
@@ -272,16 +276,17 @@ void lowered_conv2d_forward(const ConvForwardArgs<T>& a, TaskRunner& runner) {
   }
 }
 
-template <typename T>
-void lowered_conv2d_backward(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
+template <typename T, typename In>
+void lowered_conv2d_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
   const Lowering s = lowering_of(g);
   const AxisReach reach_h = axis_reach(g.h);
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
   const bool with_bias = a.dbias != nullptr;
-  const auto k_rows = strided_source<T, Acc>(a.kernel, s.row, s.cs, s.cs, 1);  // K
-  Acc* lowered = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
+  const auto k_rows = strided_source<T, In>(a.kernel, s.row, s.cs, s.cs, 1);  // K
+  Acc* products = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
+  In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
   const int64_t dk_rows = s.row + (with_bias ? 1 : 0);
   Acc* dk = packing_scratch<Acc, kKernelGradSlot>(dk_rows * s.cs);
   std::fill(dk, dk + dk_rows * s.cs, Acc(0));
@@ -289,46 +294,46 @@ void lowered_conv2d_backward(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
     const int64_t images = std::min(s.group, g.batch - n0), positions = images * s.small_image;
     const int64_t off = n0 * s.small_image * s.cs;
     const ActivationGradPrologue<T> pro = shifted(prologue, off);
-    // dx = col2im(dz Kᵀ), the product summed in L's buffer.
-    const auto dz_rows = strided_source<T, Acc>(a.dy + off, positions, s.cs, s.cs, 1, &pro);
-    gemm<Acc>(dz_rows, k_rows, {}, runner, GemmAccumulator<Acc>{lowered, s.row});
-    col2im_bias_act<T, Acc>(g, s, reach_h, lowered, n0, images, nullptr, ActivationSpec{}, a.dx,
+    // dx = col2im(dz Kᵀ), the product summed in L's buffer (when In is Acc).
+    const auto dz_rows = strided_source<T, In>(a.dy + off, positions, s.cs, s.cs, 1, &pro);
+    gemm<In>(dz_rows, k_rows, {}, runner, GemmAccumulator<Acc>{products, s.row});
+    col2im_bias_act<T, Acc>(g, s, reach_h, products, n0, images, nullptr, ActivationSpec{}, a.dx,
                             nullptr, runner);
     // [dK; db] += [L(x) 1]ᵀ dz
-    im2col<T, Acc>(g, s, a.x + n0 * s.big_image * s.cb, images, lowered, runner);
-    const auto lt = strided_source<Acc, Acc>(lowered, s.row, positions, 1, s.row, nullptr, with_bias);
-    const auto dzt = strided_source<T, Acc>(a.dy + off, s.cs, positions, 1, s.cs, &pro);
-    gemm_split_depth<Acc>(lt, dzt, add_into(dk, s.cs), runner);
+    im2col<T, In>(g, s, a.x + n0 * s.big_image * s.cb, images, lowered, runner);
+    const auto lt = strided_source<In, In>(lowered, s.row, positions, 1, s.row, nullptr, with_bias);
+    const auto dzt = strided_source<T, In>(a.dy + off, s.cs, positions, 1, s.cs, &pro);
+    gemm_split_depth<In>(lt, dzt, add_into(dk, s.cs), runner);
   }
   store_all(dk, s.row * s.cs, a.dkernel);
   if (with_bias) store_all(dk + s.row * s.cs, s.cs, a.dbias);
 }
 
-template <typename T>
-void lowered_conv2d_transpose_forward(const ConvForwardArgs<T>& a, TaskRunner& runner) {
+template <typename T, typename In>
+void lowered_conv2d_transpose_forward_as(const ConvForwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
   const Lowering s = lowering_of(g);
   const AxisReach reach_h = axis_reach(g.h);
-  const auto k_rows = strided_source<T, Acc>(a.kernel, s.row, s.cs, s.cs, 1);  // K
+  const auto k_rows = strided_source<T, In>(a.kernel, s.row, s.cs, s.cs, 1);  // K
   Acc* p = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
   for (int64_t n0 = 0; n0 < g.batch; n0 += s.group) {
     const int64_t images = std::min(s.group, g.batch - n0);
-    const auto x_rows = strided_source<T, Acc>(a.x + n0 * s.small_image * s.cs,
-                                               images * s.small_image, s.cs, s.cs, 1);
-    gemm<Acc>(x_rows, k_rows, {}, runner, GemmAccumulator<Acc>{p, s.row});
+    const auto x_rows = strided_source<T, In>(a.x + n0 * s.small_image * s.cs,
+                                              images * s.small_image, s.cs, s.cs, 1);
+    gemm<In>(x_rows, k_rows, {}, runner, GemmAccumulator<Acc>{p, s.row});
     col2im_bias_act<T, Acc>(g, s, reach_h, p, n0, images, a.bias, a.act, a.y, a.z, runner);
   }
 }
 
-template <typename T>
-void lowered_conv2d_transpose_backward(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
+template <typename T, typename In>
+void lowered_conv2d_transpose_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
   const Lowering s = lowering_of(g);
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
-  const auto k_cols = strided_source<T, Acc>(a.kernel, s.cs, s.row, 1, s.cs);  // Kᵀ
-  Acc* lowered = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
+  const auto k_cols = strided_source<T, In>(a.kernel, s.cs, s.row, 1, s.cs);  // Kᵀ
+  In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
   Acc* dz = packing_scratch<Acc, kDzSlot>(s.group * s.big_image * s.cb);
   Acc* dk = packing_scratch<Acc, kKernelGradSlot>(s.row * s.cs + s.cb);
   Acc* db = dk + s.row * s.cs;
@@ -338,20 +343,56 @@ void lowered_conv2d_transpose_backward(const ConvBackwardArgs<T>& a, TaskRunner&
     activation_grad<T, Acc>(prologue, a.dy, n0 * s.big_image * s.cb, images * s.big_image * s.cb,
                             dz, runner);
     if (a.dbias) add_channel_sums<Acc>(dz, images, s.big_image, s.cb, db, runner);
-    im2col<Acc, Acc>(g, s, dz, images, lowered, runner);
+    im2col<Acc, In>(g, s, dz, images, lowered, runner);
     // dx = L(dz) K
-    const auto l_rows = strided_source<Acc, Acc>(lowered, positions, s.row, s.row, 1);
+    const auto l_rows = strided_source<In, In>(lowered, positions, s.row, s.row, 1);
     T* dx = a.dx + n0 * s.small_image * s.cs;
-    gemm<Acc>(l_rows, k_cols, store_into<T, Acc>(dx, s.cs), runner,
-              output_accumulator<T, Acc>(dx, s.cs));
+    gemm<In>(l_rows, k_cols, store_into<T, Acc>(dx, s.cs), runner,
+             output_accumulator<T, Acc>(dx, s.cs));
     // dK += L(dz)ᵀ x
-    const auto lt = strided_source<Acc, Acc>(lowered, s.row, positions, 1, s.row);
-    const auto xt = strided_source<T, Acc>(a.x + n0 * s.small_image * s.cs, s.cs, positions, 1,
-                                           s.cs);
-    gemm_split_depth<Acc>(lt, xt, add_into(dk, s.cs), runner);
+    const auto lt = strided_source<In, In>(lowered, s.row, positions, 1, s.row);
+    const auto xt = strided_source<T, In>(a.x + n0 * s.small_image * s.cs, s.cs, positions, 1,
+                                          s.cs);
+    gemm_split_depth<In>(lt, xt, add_into(dk, s.cs), runner);
   }
   store_all(dk, s.row * s.cs, a.dkernel);
   if (a.dbias) store_all(db, s.cb, a.dbias);
+}
+
+namespace {
+
+// How many rows of the lowered products use each kernel element: every small position
+// of the batch (with_packed_type's `reuse`).
+int64_t kernel_reuse(const ConvGeometry& g) { return g.batch * g.h.small * g.w.small; }
+
+}  // namespace
+
+template <typename T>
+void lowered_conv2d_forward(const ConvForwardArgs<T>& a, TaskRunner& runner) {
+  with_packed_type<T>(kernel_reuse(a.geometry), [&](auto packed) {
+    lowered_conv2d_forward_as<T, typename decltype(packed)::type>(a, runner);
+  });
+}
+
+template <typename T>
+void lowered_conv2d_backward(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
+  with_packed_type<T>(kernel_reuse(a.geometry), [&](auto packed) {
+    lowered_conv2d_backward_as<T, typename decltype(packed)::type>(a, runner);
+  });
+}
+
+template <typename T>
+void lowered_conv2d_transpose_forward(const ConvForwardArgs<T>& a, TaskRunner& runner) {
+  with_packed_type<T>(kernel_reuse(a.geometry), [&](auto packed) {
+    lowered_conv2d_transpose_forward_as<T, typename decltype(packed)::type>(a, runner);
+  });
+}
+
+template <typename T>
+void lowered_conv2d_transpose_backward(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
+  with_packed_type<T>(kernel_reuse(a.geometry), [&](auto packed) {
+    lowered_conv2d_transpose_backward_as<T, typename decltype(packed)::type>(a, runner);
+  });
 }
 
 #define FUSEDLAYERS_INSTANTIATE_LOWERED(T)                                                     \

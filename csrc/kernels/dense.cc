@@ -107,8 +107,6 @@ template <typename T>
 void dense_forward(const DenseForwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   if (a.k == 0) return dense_forward_no_depth(a, runner);
-  const auto x_src = strided_source<T, Acc>(a.x, a.m, a.k, a.k, 1);
-  const auto wt_src = strided_source<T, Acc>(a.w, a.n, a.k, 1, a.n);  // Wᵀ: n x k
   const GemmAccumulator<Acc> in_y = output_accumulator(a.y, a.n);
   TileEpilogue<Acc> epilogue;
   // Summed in place in y, a linear layer without bias is already finished.
@@ -119,19 +117,25 @@ void dense_forward(const DenseForwardArgs<T>& a, TaskRunner& runner) {
                                 a.z ? a.z + off : nullptr);
     };
   }
-  gemm<Acc>(x_src, wt_src, epilogue, runner, in_y);
+  with_packed_type<T>(a.m, [&](auto packed) {
+    using In = typename decltype(packed)::type;
+    const auto x_src = strided_source<T, In>(a.x, a.m, a.k, a.k, 1);
+    const auto wt_src = strided_source<T, In>(a.w, a.n, a.k, 1, a.n);  // Wᵀ: n x k
+    gemm<In>(x_src, wt_src, epilogue, runner, in_y);
+  });
 }
 
-template <typename T>
-void dense_backward(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
+// dense_backward with operands packed as In.
+template <typename T, typename In>
+void dense_backward_as(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
 
   // dx [m, k] = dz [m, n] · Wᵀ; B seen as n-depth rows of W.
-  const auto dz_rows = strided_source<T, Acc>(a.dy, a.m, a.n, a.n, 1, &prologue);
-  const auto w_rows = strided_source<T, Acc>(a.w, a.k, a.n, a.n, 1);
-  gemm<Acc>(dz_rows, w_rows, store_into<T, Acc>(a.dx, a.k), runner,
-            output_accumulator(a.dx, a.k));
+  const auto dz_rows = strided_source<T, In>(a.dy, a.m, a.n, a.n, 1, &prologue);
+  const auto w_rows = strided_source<T, In>(a.w, a.k, a.n, a.n, 1);
+  gemm<In>(dz_rows, w_rows, store_into<T, Acc>(a.dx, a.k), runner,
+           output_accumulator(a.dx, a.k));
 
   // [dW; db] [k + 1, n] = [xᵀ; 1ᵀ] [k + 1, m] · dz [m, n]: the bias gradient from a row of
   // ones, at the price of a copy out of the engine's scratch (dW and db are separate
@@ -141,29 +145,36 @@ void dense_backward(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
   // than K: dW is then summed in place, and summing dz's m rows costs less than copying
   // dW's k.
   const bool with_bias = a.db != nullptr;
-  const auto dzt_rows = strided_source<T, Acc>(a.dy, a.n, a.m, 1, a.n, &prologue);
+  const auto dzt_rows = strided_source<T, In>(a.dy, a.n, a.m, 1, a.n, &prologue);
   const auto xt_rows = [&](bool ones_row) {
-    return strided_source<T, Acc>(a.x, a.k, a.m, 1, a.k, nullptr, ones_row);
+    return strided_source<T, In>(a.x, a.k, a.m, 1, a.k, nullptr, ones_row);
   };
   bool separate_bias = a.k == 0;
   if constexpr (std::is_same_v<T, Acc>) separate_bias = separate_bias || a.m < a.k;
   if (separate_bias) {
     if (a.k > 0) {
-      gemm<Acc>(xt_rows(false), dzt_rows, store_into<T, Acc>(a.dw, a.n), runner,
-                output_accumulator(a.dw, a.n));
+      gemm<In>(xt_rows(false), dzt_rows, store_into<T, Acc>(a.dw, a.n), runner,
+               output_accumulator(a.dw, a.n));
     }
     if (with_bias) sum_activation_grad_rows(prologue, a.dy, a.m, a.n, a.db, runner);
     return;
   }
-  gemm<Acc>(xt_rows(with_bias), dzt_rows,
-            [&a](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
-              for (int64_t i = 0; i < mi; ++i) {
-                const int64_t row = i0 + i;
-                T* out = row < a.k ? a.dw + row * a.n : a.db;
-                for (int64_t j = 0; j < nj; ++j) out[j0 + j] = store_as<T>(tile[i * ld + j]);
-              }
-            },
-            runner);
+  gemm<In>(xt_rows(with_bias), dzt_rows,
+           [&a](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+             for (int64_t i = 0; i < mi; ++i) {
+               const int64_t row = i0 + i;
+               T* out = row < a.k ? a.dw + row * a.n : a.db;
+               for (int64_t j = 0; j < nj; ++j) out[j0 + j] = store_as<T>(tile[i * ld + j]);
+             }
+           },
+           runner);
+}
+
+template <typename T>
+void dense_backward(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
+  with_packed_type<T>(a.m, [&](auto packed) {
+    dense_backward_as<T, typename decltype(packed)::type>(a, runner);
+  });
 }
 
 #define FUSEDLAYERS_INSTANTIATE_DENSE(T)                                      \

@@ -54,6 +54,52 @@ const IsaKernels& active_kernels() {
 
 const char* gemm_kernel_isa() { return active_kernels().isa; }
 
+const Bf16Kernels* active_bf16_kernels() {
+  static const Bf16Kernels* chosen = []() -> const Bf16Kernels* {
+    const bool has_dpbf16 =
+        cpu_features().avx512_bf16 && std::string(active_kernels().isa) == "avx512";
+    const char* forced = std::getenv("FUSEDLAYERS_BF16_KERNEL");
+    const std::string name = forced ? forced : "";
+    if (name == "widen") return nullptr;
+    if (!name.empty() && name != "dpbf16") {
+      std::fprintf(stderr,
+                   "fusedlayers: FUSEDLAYERS_BF16_KERNEL must be dpbf16 or widen; got '%s', "
+                   "using the best the CPU has\n",
+                   forced);
+    } else if (name == "dpbf16" && !has_dpbf16) {
+      std::fprintf(stderr,
+                   "fusedlayers: FUSEDLAYERS_BF16_KERNEL=dpbf16 needs AVX512_BF16 and the avx512 "
+                   "ISA; widening bfloat16 to float instead\n");
+    }
+    return has_dpbf16 ? &avx512_bf16_kernels() : nullptr;
+  }();
+  return chosen;
+}
+
+const char* gemm_bf16_kernel() {
+  const Bf16Kernels* k = active_bf16_kernels();
+  return k ? k->name : "widen";
+}
+
+// Products with at most this many rows of A per element of B run on bf16 pairs by
+// default (dense 1-32 x 1024 x 1024, bf16 forward: 0.36-0.52x stock widened, 0.63-0.71x
+// on pairs; at 256 and 4096 rows widened is faster: see docs/performance.md).
+constexpr int64_t kPairsMaxReuse = 64;
+
+bool gemm_packs_bf16(int64_t reuse) {
+  if (!active_bf16_kernels()) return false;
+  static const bool forced = [] {
+    const char* name = std::getenv("FUSEDLAYERS_BF16_KERNEL");
+    return name && std::string(name) == "dpbf16";
+  }();
+  return forced || reuse <= kPairsMaxReuse;
+}
+
+void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int panel,
+                               bfloat16_t* dst) {
+  active_bf16_kernels()->pack_float_panels(src, rows, nd, panel, dst);
+}
+
 int64_t fma_peak_flops(double seconds) {
   constexpr int64_t kStepsPerCheck = 1 << 16;
   const auto start = std::chrono::steady_clock::now();
@@ -81,6 +127,15 @@ template <>
 const MicroKernel<double>& micro_kernel<double>() {
   return active_kernels().f64;
 }
+template <>
+const MicroKernel<bfloat16_t>& micro_kernel<bfloat16_t>() {
+  const Bf16Kernels* k = active_bf16_kernels();
+  if (!k) {
+    std::fprintf(stderr, "fusedlayers: bfloat16 gemm called without a bf16 kernel\n");
+    std::abort();
+  }
+  return k->bf16;
+}
 
 struct Blocking {
   int64_t mc = 0, nc = 0, kc = 0;
@@ -92,29 +147,32 @@ struct Blocking {
 // core: kc 512 beats 384 by 5-10% and 192 by 20% at 1024 x 4096 x 2048), capped at 512.
 // mc: A's block (mc x kc) stays in L2 while every B micro-panel meets it; half of L2.
 // nc: B's block (kc x nc) is read from L2/L3 once per A block, so it is large, which
-// makes A's packing rare (once per nc columns).
-template <typename Acc>
-Blocking cache_blocking(const MicroKernel<Acc>& mk) {
+// makes A's packing rare (once per nc columns). Sizes are in packed elements (In):
+// bf16 panels hold twice the depth of float ones in the same bytes, so kc's cap is
+// twice as deep for them (the C tile's traffic is then paid over as many bytes of B).
+template <typename In>
+Blocking cache_blocking(const MicroKernel<In>& mk) {
   const CpuFeatures& f = cpu_features();
   const int64_t l1 = f.l1d_bytes > 0 ? f.l1d_bytes : 32 * 1024;
   const int64_t l2 = f.l2_bytes > 0 ? f.l2_bytes : 256 * 1024;
+  const int64_t kc_cap = sizeof(In) < 4 ? 1024 : 512;
   Blocking b;
-  b.kc = std::clamp<int64_t>(round_down(l1 * 4 / 3 / (mk.nr * int64_t(sizeof(Acc))), 16), 64, 512);
-  b.mc = std::clamp<int64_t>(round_down(l2 / 2 / (b.kc * int64_t(sizeof(Acc))), mk.mr), mk.mr,
+  b.kc = std::clamp<int64_t>(round_down(l1 * 4 / 3 / (mk.nr * int64_t(sizeof(In))), 16), 64, kc_cap);
+  b.mc = std::clamp<int64_t>(round_down(l2 / 2 / (b.kc * int64_t(sizeof(In))), mk.mr), mk.mr,
                              round_down(1024, mk.mr));
   b.nc = round_down(4096, mk.nr);
   return b;
 }
 
-template <typename Acc>
+template <typename In>
 struct Engine {
-  const MicroKernel<Acc>& mk;
+  const MicroKernel<In>& mk;
   Blocking blocking;
 };
 
-template <typename Acc>
-const Engine<Acc>& engine() {
-  static const Engine<Acc> e{micro_kernel<Acc>(), cache_blocking(micro_kernel<Acc>())};
+template <typename In>
+const Engine<In>& engine() {
+  static const Engine<In> e{micro_kernel<In>(), cache_blocking(micro_kernel<In>())};
   return e;
 }
 
@@ -141,14 +199,15 @@ class ScratchBuffer {
   int64_t capacity_ = 0;
 };
 
-template <typename Acc>
+template <typename In>
 struct ThreadScratch {
-  ScratchBuffer<Acc> packed_a, packed_b, c;
+  ScratchBuffer<In> packed_a, packed_b;
+  ScratchBuffer<acc_t<In>> c;
 };
 
-template <typename Acc>
-ThreadScratch<Acc>& thread_scratch() {
-  thread_local ThreadScratch<Acc> scratch;
+template <typename In>
+ThreadScratch<In>& thread_scratch() {
+  thread_local ThreadScratch<In> scratch;
   return scratch;
 }
 
@@ -168,8 +227,8 @@ struct Partition {
 // Picks the grid that minimises one task's work (flops including padding, plus
 // packing) with at most one task per thread, and no more tasks than the problem's
 // size can feed: small M splits N, small N splits M.
-template <typename Acc>
-Partition partition(int64_t m, int64_t n, int64_t k, int threads, const Engine<Acc>& e,
+template <typename In>
+Partition partition(int64_t m, int64_t n, int64_t k, int threads, const Engine<In>& e,
                     bool scratch_c) {
   const int64_t mr = e.mk.mr, nr = e.mk.nr, nc = e.blocking.nc;
   const int64_t m_units = ceil_div(m, mr), n_units = ceil_div(n, nr);
@@ -200,9 +259,9 @@ Partition partition(int64_t m, int64_t n, int64_t k, int threads, const Engine<A
   return best;
 }
 
-template <typename Acc>
-void pack_source(const PackSource<Acc>& src, const MicroKernel<Acc>& mk, int64_t r0, int64_t nr,
-          int64_t d0, int64_t nd, int panel, Acc* dst) {
+template <typename In>
+void pack_source(const PackSource<In>& src, const MicroKernel<In>& mk, int64_t r0, int64_t nr,
+                 int64_t d0, int64_t nd, int panel, In* dst) {
   if (src.data) {
     mk.pack(src.data, src.row_stride, src.depth_stride, r0, nr, d0, nd, panel, dst);
   } else {
@@ -211,16 +270,18 @@ void pack_source(const PackSource<Acc>& src, const MicroKernel<Acc>& mk, int64_t
 }
 
 // One gemm call: everything a task needs, shared read-only by all tasks.
-template <typename Acc>
+template <typename In>
 struct GemmCall {
-  const PackSource<Acc>& a;
-  const PackSource<Acc>& b;
+  using Acc = acc_t<In>;
+  static constexpr int G = kDepthGroup<In>;
+  const PackSource<In>& a;
+  const PackSource<In>& b;
   const TileEpilogue<Acc>& epilogue;
   GemmAccumulator<Acc> accumulator;
-  const Engine<Acc>& e;
+  const Engine<In>& e;
   Partition part;
   int64_t m, n, k;
-  int64_t kc;  // depth step: the depth split into equal steps of at most blocking.kc
+  int64_t kc;  // depth step: the depth split into equal steps (of whole depth groups) of at most blocking.kc
   bool b_in_place;  // see reads_b_in_place
   bool a_in_place;  // see reads_a_in_place
 
@@ -229,18 +290,18 @@ struct GemmCall {
     const int64_t j_begin = (task % part.tn) * part.cols_per_task;
     const int64_t i_end = std::min(m, i_begin + part.rows_per_task);
     const int64_t j_end = std::min(n, j_begin + part.cols_per_task);
-    const MicroKernel<Acc>& mk = e.mk;
+    const MicroKernel<In>& mk = e.mk;
     const int64_t mr = mk.mr, nr = mk.nr;
-    ThreadScratch<Acc>& s = thread_scratch<Acc>();
+    ThreadScratch<In>& s = thread_scratch<In>();
 
     const int64_t nc = accumulator.c
                            ? e.blocking.nc
                            : std::clamp(round_down(kMaxScratchElements / (i_end - i_begin), nr),
                                         nr, e.blocking.nc);
     const int64_t mc = e.blocking.mc;
-    const int64_t kc_max = std::max<int64_t>(std::min(kc, k), 1);
-    Acc* packed_a = s.packed_a.get(round_up(std::min(mc, i_end - i_begin), mr) * kc_max);
-    Acc* packed_b = s.packed_b.get(round_up(std::min(nc, j_end - j_begin), nr) * kc_max);
+    const int64_t kc_max = round_up(std::max<int64_t>(std::min(kc, k), 1), G);
+    In* packed_a = s.packed_a.get(round_up(std::min(mc, i_end - i_begin), mr) * kc_max);
+    In* packed_b = s.packed_b.get(round_up(std::min(nc, j_end - j_begin), nr) * kc_max);
 
     for (int64_t jc = j_begin; jc < j_end; jc += nc) {
       const int64_t nc_cur = std::min(nc, j_end - jc);
@@ -269,6 +330,7 @@ struct GemmCall {
 
       for (int64_t pc = 0; pc < k; pc += kc) {
         const int64_t kc_cur = std::min(kc, k - pc);
+        const int64_t kc_packed = round_up(kc_cur, G);  // a packed panel's depth, padded
         const bool last = pc + kc_cur >= k;
         // B read in place: only a last, partial micro-panel is packed.
         const int64_t in_place_cols = b_in_place ? round_down(nc_cur, nr) : 0;
@@ -282,9 +344,9 @@ struct GemmCall {
           for (int64_t jr = 0; jr < nc_cur; jr += nr) {
             const int cols = static_cast<int>(std::min(nr, nc_cur - jr));
             const bool in_place = jr < in_place_cols;
-            const Acc* b_panel = in_place ? b.data + jc + jr + pc * b.depth_stride
-                                          : packed_b + (jr - in_place_cols) * kc_cur;
-            const int64_t ldb = in_place ? b.depth_stride : nr;
+            const In* b_panel = in_place ? b.data + jc + jr + pc * b.depth_stride
+                                         : packed_b + (jr - in_place_cols) * kc_packed;
+            const int64_t ldb = in_place ? b.depth_stride : nr * G;
             for (int64_t ir = 0; ir < mc_cur; ir += mr) {
               const int rows = static_cast<int>(std::min(mr, mc_cur - ir));
               Acc* c_tile = c_at(ic + ir, jc + jr);
@@ -292,7 +354,7 @@ struct GemmCall {
                 mk.by_rows_a_in_place[rows](kc_cur, a.data + (ic + ir) * a.row_stride + pc,
                                             a.row_stride, b_panel, ldb, c_tile, ldc, cols, pc > 0);
               } else {
-                mk.by_rows[rows](kc_cur, packed_a + ir * kc_cur, 0, b_panel, ldb, c_tile, ldc,
+                mk.by_rows[rows](kc_cur, packed_a + ir * kc_packed, 0, b_panel, ldb, c_tile, ldc,
                                  cols, pc > 0);
               }
               // The micro-tile is final and still in L1: finish it now.
@@ -309,18 +371,20 @@ struct GemmCall {
 // that reuse the packed panels; with few rows (a dense layer's small batch), the
 // micro-kernel reads a plain B whose rows are contiguous in place instead, each depth
 // step one contiguous run of nr columns (measured at 32 x 512 x 512: packing W took
-// more time than the micro-kernel).
+// more time than the micro-kernel). Pair-interleaved types (bf16) always pack B: a
+// plain matrix holds no depth pairs side by side along its columns.
 constexpr int64_t kInPlaceBMaxRows = 64;
 
-template <typename Acc>
-bool reads_b_in_place(const PackSource<Acc>& b, int64_t m) {
-  return b.data && b.row_stride == 1 && m <= kInPlaceBMaxRows;
+template <typename In>
+bool reads_b_in_place(const PackSource<In>& b, int64_t m) {
+  return kDepthGroup<In> == 1 && b.data && b.row_stride == 1 && m <= kInPlaceBMaxRows;
 }
 
 // Likewise with few columns: a plain A whose rows are contiguous in depth is
-// broadcast from in place, each of its elements being used only once per nr columns.
-template <typename Acc>
-bool reads_a_in_place(const PackSource<Acc>& a, int64_t n) {
+// broadcast from in place, each of its elements being used only once per nr columns
+// (for bf16, each pair of them: the row's depth pairs are already side by side).
+template <typename In>
+bool reads_a_in_place(const PackSource<In>& a, int64_t n) {
   return a.data && a.depth_stride == 1 && n <= kInPlaceBMaxRows;
 }
 
@@ -329,8 +393,8 @@ bool reads_a_in_place(const PackSource<Acc>& a, int64_t n) {
 // transposed, Cᵀ = B·Aᵀ, reading B in place as the A side instead of transposing all
 // of it into packed panels. Even at one row, where Cᵀ's micro-tiles are mostly empty
 // columns, reading W once beats transposing it (batch 1, 4096 x 4096: W is 64 MiB).
-template <typename Acc>
-bool computes_transposed(const PackSource<Acc>& a, const PackSource<Acc>& b, int64_t m) {
+template <typename In>
+bool computes_transposed(const PackSource<In>& a, const PackSource<In>& b, int64_t m) {
   return !reads_b_in_place(b, m) && reads_a_in_place(b, m);
 }
 
@@ -355,14 +419,14 @@ TileEpilogue<Acc> transposing_epilogue(const TileEpilogue<Acc>& epilogue,
 }
 
 // gemm in the orientation given.
-template <typename Acc>
-void run_gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpilogue<Acc>& epilogue,
+template <typename In, typename Acc>
+void run_gemm(const PackSource<In>& a, const PackSource<In>& b, const TileEpilogue<Acc>& epilogue,
               TaskRunner& runner, GemmAccumulator<Acc> accumulator) {
   const int64_t m = a.rows, n = b.rows, k = a.depth;
   if (m <= 0 || n <= 0) return;
-  const Engine<Acc>& e = engine<Acc>();
+  const Engine<In>& e = engine<In>();
   const int64_t depth_steps = ceil_div(std::max<int64_t>(k, 1), e.blocking.kc);
-  const GemmCall<Acc> call{a,
+  const GemmCall<In> call{a,
                            b,
                            epilogue,
                            accumulator,
@@ -371,7 +435,7 @@ void run_gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpil
                            m,
                            n,
                            k,
-                           ceil_div(std::max<int64_t>(k, 1), depth_steps),
+                           round_up(ceil_div(std::max<int64_t>(k, 1), depth_steps), kDepthGroup<In>),
                            reads_b_in_place(b, m),
                            reads_a_in_place(a, n)};
   const int64_t tasks = call.part.tm * call.part.tn;
@@ -384,13 +448,13 @@ void run_gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpil
 
 }  // namespace
 
-template <typename Acc>
-void gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpilogue<Acc>& epilogue,
-          TaskRunner& runner, GemmAccumulator<Acc> accumulator) {
+template <typename In>
+void gemm(const PackSource<In>& a, const PackSource<In>& b, const TileEpilogue<acc_t<In>>& epilogue,
+          TaskRunner& runner, GemmAccumulator<acc_t<In>> accumulator) {
   if (computes_transposed(a, b, a.rows)) {
-    run_gemm<Acc>(b, a, transposing_epilogue(epilogue, accumulator), runner, {});
+    run_gemm(b, a, transposing_epilogue(epilogue, accumulator), runner, GemmAccumulator<acc_t<In>>{});
   } else {
-    run_gemm<Acc>(a, b, epilogue, runner, accumulator);
+    run_gemm(a, b, epilogue, runner, accumulator);
   }
 }
 
@@ -401,15 +465,15 @@ constexpr int64_t kSplitMaxOutput = int64_t{1} << 16;  // elements of C
 constexpr int64_t kSplitMinDepth = 4096;
 constexpr int64_t kSplitMaxSlices = 16;
 
-template <typename Acc>
-PackSource<Acc> depth_slice(const PackSource<Acc>& src, int64_t begin, int64_t count) {
-  PackSource<Acc> slice = src;
+template <typename In>
+PackSource<In> depth_slice(const PackSource<In>& src, int64_t begin, int64_t count) {
+  PackSource<In> slice = src;
   slice.depth = count;
   if (src.data) {
     slice.data = src.data + begin * src.depth_stride;
   } else {
     slice.pack = [pack = src.pack, begin](int64_t r0, int64_t nr, int64_t d0, int64_t nd,
-                                          int panel, Acc* dst) {
+                                          int panel, In* dst) {
       pack(r0, nr, begin + d0, nd, panel, dst);
     };
   }
@@ -418,14 +482,15 @@ PackSource<Acc> depth_slice(const PackSource<Acc>& src, int64_t begin, int64_t c
 
 }  // namespace
 
-template <typename Acc>
-void gemm_split_depth(const PackSource<Acc>& a, const PackSource<Acc>& b,
-                      const TileEpilogue<Acc>& epilogue, TaskRunner& runner) {
+template <typename In>
+void gemm_split_depth(const PackSource<In>& a, const PackSource<In>& b,
+                      const TileEpilogue<acc_t<In>>& epilogue, TaskRunner& runner) {
+  using Acc = acc_t<In>;
   const int64_t m = a.rows, n = b.rows, k = a.depth;
   const int64_t slices =
       m * n > kSplitMaxOutput ? 1 : std::clamp<int64_t>(k / kSplitMinDepth, 1, kSplitMaxSlices);
   if (slices == 1 || m == 0 || n == 0) {
-    gemm<Acc>(a, b, epilogue, runner);
+    gemm<In>(a, b, epilogue, runner);
     return;
   }
   std::vector<Acc> partials(slices * m * n);
@@ -433,7 +498,7 @@ void gemm_split_depth(const PackSource<Acc>& a, const PackSource<Acc>& b,
     const int64_t begin = k * s / slices, end = k * (s + 1) / slices;
     Acc* out = partials.data() + s * m * n;
     SerialRunner serial;
-    gemm<Acc>(depth_slice(a, begin, end - begin), depth_slice(b, begin, end - begin),
+    gemm<In>(depth_slice(a, begin, end - begin), depth_slice(b, begin, end - begin),
               [out, n](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile,
                        int64_t ld) {
                 for (int64_t i = 0; i < mi; ++i)
@@ -449,9 +514,9 @@ void gemm_split_depth(const PackSource<Acc>& a, const PackSource<Acc>& b,
 }
 
 
-template <typename Acc>
+template <typename In>
 GemmBlocking gemm_blocking() {
-  const Engine<Acc>& e = engine<Acc>();
+  const Engine<In>& e = engine<In>();
   GemmBlocking b;
   b.mr = e.mk.mr;
   b.nr = e.mk.nr;
@@ -461,10 +526,10 @@ GemmBlocking gemm_blocking() {
   return b;
 }
 
-template <typename Acc>
-void pack_strided_panels(const Acc* data, int64_t row_stride, int64_t depth_stride, int64_t r0,
-                         int64_t nr, int64_t d0, int64_t nd, int panel, Acc* dst) {
-  engine<Acc>().mk.pack(data, row_stride, depth_stride, r0, nr, d0, nd, panel, dst);
+template <typename In>
+void pack_strided_panels(const In* data, int64_t row_stride, int64_t depth_stride, int64_t r0,
+                         int64_t nr, int64_t d0, int64_t nd, int panel, In* dst) {
+  engine<In>().mk.pack(data, row_stride, depth_stride, r0, nr, d0, nd, panel, dst);
 }
 
 template void pack_strided_panels<float>(const float*, int64_t, int64_t, int64_t, int64_t,
@@ -481,5 +546,13 @@ template void gemm_split_depth<double>(const PackSource<double>&, const PackSour
                                        const TileEpilogue<double>&, TaskRunner&);
 template void gemm<double>(const PackSource<double>&, const PackSource<double>&,
                            const TileEpilogue<double>&, TaskRunner&, GemmAccumulator<double>);
+template void pack_strided_panels<bfloat16_t>(const bfloat16_t*, int64_t, int64_t, int64_t,
+                                              int64_t, int64_t, int64_t, int, bfloat16_t*);
+template GemmBlocking gemm_blocking<bfloat16_t>();
+template void gemm<bfloat16_t>(const PackSource<bfloat16_t>&, const PackSource<bfloat16_t>&,
+                               const TileEpilogue<float>&, TaskRunner&, GemmAccumulator<float>);
+template void gemm_split_depth<bfloat16_t>(const PackSource<bfloat16_t>&,
+                                           const PackSource<bfloat16_t>&,
+                                           const TileEpilogue<float>&, TaskRunner&);
 
 }  // namespace fusedlayers

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <functional>
 
+#include "dtype.h"
+#include "gemm_layout.h"
 #include "parallel.h"
 
 namespace fusedlayers {
@@ -14,19 +16,25 @@ namespace fusedlayers {
 // transposed, as n x k, so both operands pack the same way. Either `data` is set (a
 // plain strided matrix, element (r, d) at data[r * row_stride + d * depth_stride],
 // which the engine packs with its own vectorized loops) or `pack` is (any other
-// source: other element types, prologues, extra rows).
-template <typename Acc>
+// source: other element types, prologues, extra rows). In is the packed element type:
+// float or double (summed in their own type), or bfloat16_t (summed in float, with the
+// bf16 kernels only: see gemm_bf16_kernel).
+template <typename In>
 struct PackSource {
   int64_t rows = 0;
   int64_t depth = 0;
-  const Acc* data = nullptr;
+  const In* data = nullptr;
   int64_t row_stride = 0;
   int64_t depth_stride = 0;
   // Writes rows [r0, r0 + nr) x depth [d0, d0 + nd) as micro-panels of `panel` rows,
-  // depth-major inside a panel: element (r, d) lands at
-  //   dst[((r - r0) / panel) * panel * nd + (d - d0) * panel + (r - r0) % panel].
-  // Rows of the last micro-panel beyond r0 + nr must be written as zero.
-  std::function<void(int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, Acc* dst)> pack;
+  // depth-major inside a panel in groups of G = kDepthGroup<In> consecutive depth
+  // elements (1 for float and double, 2 for bfloat16: the pair-interleaved VNNI
+  // layout). With r = r - r0, d = d - d0 and ndp = nd rounded up to a multiple of G,
+  // element (r, d) lands at
+  //   dst[(r / panel) * panel * ndp + (d / G) * panel * G + (r % panel) * G + d % G].
+  // Rows of the last micro-panel beyond r0 + nr, and depth [nd, ndp), must be written
+  // as zero.
+  std::function<void(int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, In* dst)> pack;
 };
 
 // Receives a finished tile of C (the whole depth summed): rows [i0, i0 + mi), columns
@@ -47,14 +55,14 @@ struct GemmAccumulator {
   int64_t ldc = 0;
 };
 
-// C[m, n] = A[m, k] · B[k, n] with a.rows == m, b.rows == n, a.depth == b.depth == k.
-// k == 0 yields zero tiles; m == 0 or n == 0 calls nothing. Tiles reach the epilogue
-// one micro-tile at a time (a few rows x a few dozen columns), just computed. The
-// summation order of each element is fixed by the shape alone (and the ISA), so
-// results are identical for any thread count.
-template <typename Acc>
-void gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpilogue<Acc>& epilogue,
-          TaskRunner& runner, GemmAccumulator<Acc> accumulator = {});
+// C[m, n] = A[m, k] · B[k, n] with a.rows == m, b.rows == n, a.depth == b.depth == k,
+// C summed in acc_t<In>. k == 0 yields zero tiles; m == 0 or n == 0 calls nothing.
+// Tiles reach the epilogue one micro-tile at a time (a few rows x a few dozen
+// columns), just computed. The summation order of each element is fixed by the shape
+// alone (and the ISA), so results are identical for any thread count.
+template <typename In>
+void gemm(const PackSource<In>& a, const PackSource<In>& b, const TileEpilogue<acc_t<In>>& epilogue,
+          TaskRunner& runner, GemmAccumulator<acc_t<In>> accumulator = {});
 
 // gemm for a small C with a long depth (a weight gradient summing over every
 // position of a batch): the engine parallelizes over tiles of C only, so when C has
@@ -62,26 +70,48 @@ void gemm(const PackSource<Acc>& a, const PackSource<Acc>& b, const TileEpilogue
 // tasks into partials, added in order, and the epilogue then receives all of C at
 // once. The slice count depends on the shape alone, so results are identical for
 // any thread count. Otherwise it is gemm.
-template <typename Acc>
-void gemm_split_depth(const PackSource<Acc>& a, const PackSource<Acc>& b,
-                      const TileEpilogue<Acc>& epilogue, TaskRunner& runner);
+template <typename In>
+void gemm_split_depth(const PackSource<In>& a, const PackSource<In>& b,
+                      const TileEpilogue<acc_t<In>>& epilogue, TaskRunner& runner);
 
-// The engine's block sizes for Acc on this CPU and ISA: micro-tiles are mr x nr;
+// The engine's block sizes for In on this CPU and ISA: micro-tiles are mr x nr;
 // A is packed mc rows, B nc rows, both kc deep at a time (the depth is cut into equal
 // steps of at most kc). Tests use them to hit every edge.
 struct GemmBlocking {
   int64_t mr = 0, nr = 0, mc = 0, nc = 0, kc = 0;
 };
-template <typename Acc>
+template <typename In>
 GemmBlocking gemm_blocking();
 
 // Packs rows [r0, r0 + nr) x depth [d0, d0 + nd) of the strided matrix
 // element(r, d) = data[r * row_stride + d * depth_stride] in the PackSource layout
 // (zero rows completing the last panel), with the dispatched ISA's vectorized loops:
 // for pack callbacks that add something (a prologue, extra rows) to a plain source.
-template <typename Acc>
-void pack_strided_panels(const Acc* data, int64_t row_stride, int64_t depth_stride, int64_t r0,
-                         int64_t nr, int64_t d0, int64_t nd, int panel, Acc* dst);
+template <typename In>
+void pack_strided_panels(const In* data, int64_t row_stride, int64_t depth_stride, int64_t r0,
+                         int64_t nr, int64_t d0, int64_t nd, int panel, In* dst);
+
+// Packs float micro-panels (the PackSource layout for G = 1, `rows` a multiple of
+// `panel`) as bf16 ones (G = 2), each element rounded to nearest even: for bf16
+// sources computed in float first (the backward prologue's act' x dy). bf16 kernels only.
+void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int panel,
+                               bfloat16_t* dst);
+
+// The engine's bfloat16 kernel: "dpbf16" (operands packed as bf16 pairs, gemm<bfloat16_t>,
+// AVX512_BF16's vdpbf16ps summing in float) where the CPU has AVX512_BF16 and the avx512
+// ISA is in use, else "widen" (no bf16 kernel: bf16 operands are widened to float while
+// packing, gemm<float>). FUSEDLAYERS_BF16_KERNEL=widen turns the kernel off; =dpbf16
+// makes every bf16 product use it (see gemm_packs_bf16), falling back to widen with a
+// warning where the CPU lacks it. Read once.
+const char* gemm_bf16_kernel();
+
+// Whether a bf16 product whose B operand (the weights) is reused by `reuse` rows of A
+// (a dense layer's batch; 0: run the kernel whatever the shape) runs on bf16 pairs. On
+// the development machine vdpbf16ps does 0.69x the flops of fp32 FMAs, so products
+// bound by the micro-kernel run faster widened; those with few rows per weight are
+// bound by packing the weights instead, which bf16 pairs halve. FUSEDLAYERS_BF16_KERNEL
+// (dpbf16 or widen) decides for every shape.
+bool gemm_packs_bf16(int64_t reuse);
 
 // The instruction set of the micro-kernel gemm dispatches to on this CPU: "avx512",
 // "avx2" or "portable" (FUSEDLAYERS_ISA can force a lower one; see gemm_kernels.h).

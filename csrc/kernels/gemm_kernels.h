@@ -1,30 +1,38 @@
 // The per-ISA pieces of the GEMM engine: register-tile micro-kernels, the packing
 // loops for plain strided operands, and the FMA peak loop. Each ISA lives in its own
 // translation unit compiled with that ISA's flags (gemm_avx512.cc, gemm_avx2.cc,
-// gemm_portable.cc); gemm.cc picks one at run time from cpu_features().
+// gemm_portable.cc, and gemm_avx512_bf16.cc for the bfloat16 kernel); gemm.cc picks
+// one at run time from cpu_features().
 #pragma once
 
 #include <cstdint>
+
+#include "dtype.h"
+#include "gemm_layout.h"
 
 namespace fusedlayers {
 
 // The most rows any micro-kernel's tile has (sizes the by_rows table).
 inline constexpr int kMaxMicroRows = 16;
 
-// c[i * ldc + j] (+)= sum_p a[p * mr + i] * b[p * ldb + j] for i < rows (fixed by the
-// table slot), j < cols (<= nr). a is a packed micro-panel, depth-major (lda unused);
-// the by_rows_a_in_place kernels read a[i * lda + p] instead, rows of a plain matrix
-// in place. b is a packed micro-panel too (ldb = nr) or, when cols == nr, nr
-// contiguous columns of a row-major matrix read in place (ldb its row stride). Without
-// `accumulate` c is overwritten. Each element sums p in order with one fused
-// multiply-add per step, so the result depends only on kc and the data.
+// c[i * ldc + j] (+)= sum_p a(i, p) * b(p, j) for i < rows (fixed by the table slot),
+// j < cols (<= nr), with c in T's accumulation type. a is a packed micro-panel
+// (lda unused): with G = kDepthGroup<T>, depth groups of mr x G elements, a(i, p) at
+// a[(p / G) * mr * G + i * G + p % G]; the by_rows_a_in_place kernels read
+// a(i, p) = a[i * lda + p] instead, rows of a plain matrix in place (for G = 2 they read
+// no element past p = kc - 1). b(p, j) = b[(p / G) * ldb + j * G + p % G]: a packed
+// micro-panel (ldb = nr * G) or, for G = 1 and cols == nr, nr contiguous columns of a
+// row-major matrix read in place (ldb its row stride). Without `accumulate` c is
+// overwritten. Each element sums its depth groups in order (one fused multiply-add, or
+// one dot-product instruction, per group), so the result depends only on kc and the data.
 template <typename T>
-using MicroTileFn = void (*)(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
-                             int64_t ldc, int cols, bool accumulate);
+using MicroTileFn = void (*)(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb,
+                             acc_t<T>* c, int64_t ldc, int cols, bool accumulate);
 
 // Packs rows [r0, r0 + nr) x depth [d0, d0 + nd) of the matrix
 // element(r, d) = src[r * row_stride + d * depth_stride] into micro-panels of `panel`
-// rows (the PackSource layout in gemm.h), zero-filling the last panel's missing rows.
+// rows (the PackSource layout in gemm.h), zero-filling the last panel's missing rows
+// and, for G = 2 and odd nd, the last depth group's missing element.
 template <typename T>
 using PackStridedFn = void (*)(const T* src, int64_t row_stride, int64_t depth_stride, int64_t r0,
                                int64_t nr, int64_t d0, int64_t nd, int panel, T* dst);
@@ -50,13 +58,29 @@ struct IsaKernels {
   int64_t (*fma_chains)(int64_t steps);
 };
 
+// The bfloat16 compute path: a micro-kernel over pair-interleaved bf16 panels summing
+// in float, and the conversion that packs float micro-panels (PackSource layout, G = 1:
+// `rows` a multiple of `panel`) as rounded bf16 ones (G = 2), for sources computed in
+// float first (the backward prologue's act' x dy).
+struct Bf16Kernels {
+  const char* name;
+  MicroKernel<bfloat16_t> bf16;
+  void (*pack_float_panels)(const float* src, int64_t rows, int64_t nd, int panel,
+                            bfloat16_t* dst);
+};
+
 // Defined only when the build has that TU; callers check cpu_features() first.
 const IsaKernels& avx512_kernels();
 const IsaKernels& avx2_kernels();
 const IsaKernels& portable_kernels();
+const Bf16Kernels& avx512_bf16_kernels();  // AVX512_BF16 (vdpbf16ps)
 
 // The kernels gemm dispatches to: the best ISA the CPU has, or a lower one named by
 // the FUSEDLAYERS_ISA environment variable (avx512, avx2, portable) at first use.
 const IsaKernels& active_kernels();
+
+// The bfloat16 kernels, or null where bf16 operands are to be widened to float: the CPU
+// lacks AVX512_BF16, FUSEDLAYERS_ISA excludes avx512, or FUSEDLAYERS_BF16_KERNEL=widen.
+const Bf16Kernels* active_bf16_kernels();
 
 }  // namespace fusedlayers

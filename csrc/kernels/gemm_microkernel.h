@@ -1,12 +1,14 @@
 // The register-tile micro-kernel, packing loops and FMA peak loop written once over a
 // vector-traits class V, and instantiated by each ISA translation unit with its own
 // registers (include this header only from gemm_<isa>.cc, which are compiled with
-// that ISA's flags). V provides: T, Reg, kLanes, zero(), load(p), broadcast(p),
-// fma(a, b, c) = a * b + c, add(a, b), store(p, v), load_first(p, n) and
-// store_first(p, v, n) touching only the first n lanes.
+// that ISA's flags). V provides: T (the accumulators' type), Reg, kLanes, zero(),
+// load(p), broadcast(p), fma(a, b, c) = a * b + c, add(a, b), store(p, v),
+// load_first(p, n) and store_first(p, v, n) touching only the first n lanes; and, where
+// the operands are of another type, Operands (see OperandsOf).
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "gemm_kernels.h"
@@ -17,15 +19,38 @@ namespace isa_generic {
 // How many depth steps ahead the micro-kernel prefetches A's panel.
 inline constexpr int kPrefetchSteps = 16;
 
+// The operand side of V, for micro_tile: by default the operands are vectors of the
+// accumulators' own type, one depth step at a time. A V whose operands differ (bf16
+// pairs summed into float) provides a nested `Operands` with Elem, Reg, kDepthGroup,
+// load(p), broadcast(p) (one depth group of one row, to every lane), broadcast_first(p)
+// (a partial last group: its first element, the rest zero, reading nothing past it)
+// and fma(a, b, acc).
+template <class V, class = void>
+struct OperandsOf {
+  using Elem = typename V::T;
+  using Reg = typename V::Reg;
+  static constexpr int kDepthGroup = 1;
+  static Reg load(const Elem* p) { return V::load(p); }
+  static Reg broadcast(const Elem* p) { return V::broadcast(p); }
+  static Reg broadcast_first(const Elem* p) { return V::broadcast(p); }
+  static typename V::Reg fma(Reg a, Reg b, typename V::Reg c) { return V::fma(a, b, c); }
+};
+template <class V>
+struct OperandsOf<V, std::void_t<typename V::Operands>> : V::Operands {};
+
 // One tile of ROWS x (NV * kLanes) accumulators kept in registers for the whole
-// depth; A's packed panel has MR rows per depth step, or with A_IN_PLACE row i is
-// read at a + i * lda.
+// depth; A's packed panel has MR rows per depth group, or with A_IN_PLACE row i is
+// read at a + i * lda (layouts in gemm_kernels.h).
 template <class V, int MR, int NV, int ROWS, bool A_IN_PLACE>
-void micro_tile(int64_t kc, const typename V::T* a, int64_t lda, const typename V::T* b,
-                int64_t ldb, typename V::T* c, int64_t ldc, int cols, bool accumulate) {
+void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
+                const typename OperandsOf<V>::Elem* b, int64_t ldb, typename V::T* c,
+                int64_t ldc, int cols, bool accumulate) {
+  using O = OperandsOf<V>;
   using Reg = typename V::Reg;
   constexpr int L = V::kLanes;
   constexpr int NR = NV * L;
+  constexpr int G = O::kDepthGroup;
+  constexpr int kStepBytes = NR * G * int(sizeof(typename O::Elem));  // one B panel step
   Reg acc[ROWS][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < ROWS; ++i)
@@ -38,24 +63,36 @@ void micro_tile(int64_t kc, const typename V::T* a, int64_t lda, const typename 
     __builtin_prefetch(c + i * ldc, 1);
     __builtin_prefetch(c + i * ldc + NR - 1, 1);
   }
-  for (int64_t p = 0; p < kc; ++p) {
+  // One depth group: B's NV vectors against each row's broadcast group of A.
+  auto step = [&](auto broadcast_a) __attribute__((always_inline)) {
     // A's micro-panel streams from L2 (a packed B's stays in L1; B read in place
     // jumps a row each step): fetch both ahead, as the loads would otherwise wait on
     // each new line.
-    if (!A_IN_PLACE) __builtin_prefetch(a + kPrefetchSteps * MR);
+    if (!A_IN_PLACE) __builtin_prefetch(a + kPrefetchSteps * MR * G);
     __builtin_prefetch(b + kPrefetchSteps * ldb);
-    if (NR * sizeof(typename V::T) > 64) __builtin_prefetch(b + kPrefetchSteps * ldb + 64 / sizeof(typename V::T));
-    Reg bv[NV];
+    if (kStepBytes > 64) __builtin_prefetch(b + kPrefetchSteps * ldb + 64 / sizeof(typename O::Elem));
+    typename O::Reg bv[NV];
 #pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) bv[j] = V::load(b + j * L);
+    for (int j = 0; j < NV; ++j) bv[j] = O::load(b + j * L * G);
 #pragma GCC unroll 16
     for (int i = 0; i < ROWS; ++i) {
-      const Reg ai = V::broadcast(A_IN_PLACE ? a + i * lda : a + i);
+      const typename O::Reg ai = broadcast_a(A_IN_PLACE ? a + i * lda : a + i * G);
 #pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(ai, bv[j], acc[i][j]);
+      for (int j = 0; j < NV; ++j) acc[i][j] = O::fma(ai, bv[j], acc[i][j]);
     }
-    a += A_IN_PLACE ? 1 : MR;
+    a += A_IN_PLACE ? G : MR * G;
     b += ldb;
+  };
+  const int64_t groups = kc / G;
+  for (int64_t p = 0; p < groups; ++p) step([](const typename O::Elem* q) { return O::broadcast(q); });
+  if constexpr (G > 1) {
+    // A last, partial group: packed panels hold it zero-padded; A read in place must
+    // not be read past its last element (the next one may be anything, even NaN).
+    if (kc % G != 0) {
+      step([](const typename O::Elem* q) {
+        return A_IN_PLACE ? O::broadcast_first(q) : O::broadcast(q);
+      });
+    }
   }
 
   if (cols == NR) {
@@ -173,20 +210,23 @@ void pack_strided(const typename V::T* src, int64_t row_stride, int64_t depth_st
 }
 
 template <class V, int MR, int NV, int... RowsMinusOne>
-MicroKernel<typename V::T> make_micro_kernel(std::integer_sequence<int, RowsMinusOne...>) {
-  MicroKernel<typename V::T> k{};
+MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
+    std::integer_sequence<int, RowsMinusOne...>) {
+  MicroKernel<typename OperandsOf<V>::Elem> k{};
   k.mr = MR;
   k.nr = NV * V::kLanes;
   ((k.by_rows[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, false>), ...);
   ((k.by_rows_a_in_place[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, true>),
    ...);
-  k.pack = &pack_strided<V>;
+  if constexpr (OperandsOf<V>::kDepthGroup == 1) k.pack = &pack_strided<V>;
   return k;
 }
 
-// The micro-kernel with MR x (NV * kLanes) tiles, one instantiation per row count.
+// The micro-kernel with MR x (NV * kLanes) tiles, one instantiation per row count
+// (with pack_strided as its packing loops when operands are the accumulators' type;
+// other operand types set their own).
 template <class V, int MR, int NV>
-MicroKernel<typename V::T> make_micro_kernel() {
+MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel() {
   static_assert(MR <= kMaxMicroRows, "by_rows is too small for this MR");
   return make_micro_kernel<V, MR, NV>(std::make_integer_sequence<int, MR>());
 }

@@ -1,6 +1,8 @@
 // Packing sources and epilogues shared by the ops: strided matrices (with the
 // backward prologue: the activation derivative multiplied in while packing) and the
-// bias + activation + store epilogue.
+// bias + activation + store epilogue. Sources are stored as T and packed as In: T's
+// accumulation type (16-bit types widened while packing), or bfloat16 itself when the
+// engine's bf16 kernel runs it (with_packed_type picks).
 #pragma once
 
 #include <algorithm>
@@ -13,6 +15,41 @@
 #include "gemm.h"
 
 namespace fusedlayers {
+
+// A type carried as a value, for generic lambdas.
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls f(TypeTag<In>{}) with In the element type the engine packs T's operands as:
+// bfloat16_t itself where T is bfloat16 and the engine runs such products on bf16
+// pairs (gemm_packs_bf16(reuse): `reuse` rows of A per weight), else acc_t<T>. Callers
+// pack every source of their products as In and run gemm<In>; C is summed in
+// acc_t<T> either way.
+template <typename T, typename F>
+void with_packed_type(int64_t reuse, F&& f) {
+  if constexpr (std::is_same_v<T, bfloat16_t>) {
+    if (gemm_packs_bf16(reuse)) {
+      f(TypeTag<bfloat16_t>{});
+      return;
+    }
+  }
+  f(TypeTag<acc_t<T>>{});
+}
+
+// v as an operand element of type In: float and double through load_as, bfloat16 kept,
+// or rounded from float (for lowered matrices built from float intermediates).
+template <typename In, typename From>
+inline In operand_as(From v) {
+  if constexpr (std::is_same_v<In, From>) {
+    return v;
+  } else if constexpr (std::is_same_v<In, bfloat16_t>) {
+    return store_as<bfloat16_t>(load_as<float>(v));
+  } else {
+    return load_as<In>(v);
+  }
+}
 
 // The incoming gradient dy turned into dz = dy * act'(.) on the fly. y and z share
 // dy's layout; z is read only when the activation's derivative needs it.
@@ -145,6 +182,36 @@ PackSource<Acc> strided_source(const T* data, int64_t rows, int64_t depth, int64
         }
       }
     }
+  };
+  return src;
+}
+
+// The per-thread scratch slot of the float panels a bf16 source is computed in.
+inline constexpr int kBf16SourceSlot = 8;
+
+// strided_source packed as bf16 pairs: a plain source is packed by the engine, and any
+// other is computed in float as above, then rounded to bf16 (stock TensorFlow also
+// rounds dz to bf16 before its products).
+template <>
+inline PackSource<bfloat16_t> strided_source<bfloat16_t, bfloat16_t>(
+    const bfloat16_t* data, int64_t rows, int64_t depth, int64_t row_stride, int64_t depth_stride,
+    const ActivationGradPrologue<bfloat16_t>* prologue, bool ones_row) {
+  PackSource<bfloat16_t> src;
+  src.rows = rows + (ones_row ? 1 : 0);
+  src.depth = depth;
+  if (!prologue && !ones_row) {
+    src.data = data;
+    src.row_stride = row_stride;
+    src.depth_stride = depth_stride;
+    return src;
+  }
+  const PackSource<float> wide = strided_source<bfloat16_t, float>(
+      data, rows, depth, row_stride, depth_stride, prologue, ones_row);
+  src.pack = [wide](int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, bfloat16_t* dst) {
+    const int64_t padded = (nr + panel - 1) / panel * panel;
+    float* panels = packing_scratch<float, kBf16SourceSlot>(padded * nd);
+    wide.pack(r0, nr, d0, nd, panel, panels);
+    pack_float_panels_as_bf16(panels, padded, nd, panel, dst);
   };
   return src;
 }

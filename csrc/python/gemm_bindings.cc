@@ -20,22 +20,65 @@ int64_t element_stride(const py::array& x, int dim) {
 }
 
 // A source packed through the PackSource::pack callback instead of the engine's own
-// loops: the path every prologue and non-float type takes.
+// loops: the path every prologue and non-float type takes. Written from the layout
+// in gemm.h, element by element, so it also checks the engine's packing loops.
 template <typename T>
 PackSource<T> through_callback(const PackSource<T>& plain) {
   PackSource<T> src;
   src.rows = plain.rows;
   src.depth = plain.depth;
   src.pack = [plain](int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, T* dst) {
+    constexpr int G = kDepthGroup<T>;
+    const int64_t ndp = (nd + G - 1) / G * G;
     for (int64_t pr = 0; pr < nr; pr += panel)
       for (int rr = 0; rr < panel; ++rr)
-        for (int64_t d = 0; d < nd; ++d) {
+        for (int64_t d = 0; d < ndp; ++d) {
           const int64_t r = r0 + pr + rr;
-          dst[pr * nd + d * panel + rr] =
-              pr + rr < nr ? plain.data[r * plain.row_stride + (d0 + d) * plain.depth_stride] : T(0);
+          dst[pr * ndp + (d / G) * panel * G + rr * G + d % G] =
+              pr + rr < nr && d < nd ? plain.data[r * plain.row_stride + (d0 + d) * plain.depth_stride]
+                                     : T{};
         }
   };
   return src;
+}
+
+// a and b as PackSources (B seen transposed: n rows of depth k), strides kept.
+template <typename T>
+std::pair<PackSource<T>, PackSource<T>> plain_sources(const py::array& a, const py::array& b,
+                                                      const T* a_data, const T* b_data) {
+  require(a.ndim() == 2 && b.ndim() == 2 && a.shape(1) == b.shape(0),
+          "gemm needs a [M, K] and b [K, N]");
+  PackSource<T> a_src, b_src;
+  a_src.rows = a.shape(0);
+  a_src.depth = a.shape(1);
+  a_src.data = a_data;
+  a_src.row_stride = element_stride(a, 0);
+  a_src.depth_stride = element_stride(a, 1);
+  b_src.rows = b.shape(1);
+  b_src.depth = b.shape(0);
+  b_src.data = b_data;
+  b_src.row_stride = element_stride(b, 1);
+  b_src.depth_stride = element_stride(b, 0);
+  return {a_src, b_src};
+}
+
+// C = A·B summed in Acc into out [m, n] (see gemm_np for the flags).
+template <typename In, typename Acc>
+void run_into(const PackSource<In>& a_src, const PackSource<In>& b_src, Acc* out, int threads,
+              bool accumulate_in_output) {
+  const int64_t n = b_src.rows;
+  py::gil_scoped_release release;
+  ThreadRunner runner(threads);
+  if (accumulate_in_output) {
+    gemm<In>(a_src, b_src, TileEpilogue<Acc>(), runner, GemmAccumulator<Acc>{out, n});
+  } else {
+    gemm<In>(a_src, b_src,
+             [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+               for (int64_t i = 0; i < mi; ++i)
+                 for (int64_t j = 0; j < nj; ++j) out[(i0 + i) * n + j0 + j] = tile[i * ld + j];
+             },
+             runner);
+  }
 }
 
 // C = A·B. `accumulate_in_output`: the engine sums in C itself (the float ops' path);
@@ -44,40 +87,38 @@ PackSource<T> through_callback(const PackSource<T>& plain) {
 template <typename T>
 Array<T> gemm_np(const StridedArray<T>& a, const StridedArray<T>& b, int threads,
                  bool accumulate_in_output, bool callback_packing) {
-  require(a.ndim() == 2 && b.ndim() == 2 && a.shape(1) == b.shape(0),
-          "gemm needs a [M, K] and b [K, N]");
-  const int64_t m = a.shape(0), k = a.shape(1), n = b.shape(1);
-  PackSource<T> a_src, b_src;
-  a_src.rows = m;
-  a_src.depth = k;
-  a_src.data = a.data();
-  a_src.row_stride = element_stride(a, 0);
-  a_src.depth_stride = element_stride(a, 1);
-  b_src.rows = n;  // B seen transposed: n rows of depth k
-  b_src.depth = k;
-  b_src.data = b.data();
-  b_src.row_stride = element_stride(b, 1);
-  b_src.depth_stride = element_stride(b, 0);
+  auto [a_src, b_src] = plain_sources<T>(a, b, a.data(), b.data());
   if (callback_packing) {
     a_src = through_callback(a_src);
     b_src = through_callback(b_src);
   }
-  Array<T> c({m, n});
-  T* out = c.mutable_data();
-  {
-    py::gil_scoped_release release;
-    ThreadRunner runner(threads);
-    if (accumulate_in_output) {
-      gemm<T>(a_src, b_src, TileEpilogue<T>(), runner, GemmAccumulator<T>{out, n});
-    } else {
-      gemm<T>(a_src, b_src,
-              [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const T* tile, int64_t ld) {
-                for (int64_t i = 0; i < mi; ++i)
-                  for (int64_t j = 0; j < nj; ++j) out[(i0 + i) * n + j0 + j] = tile[i * ld + j];
-              },
-              runner);
-    }
-  }
+  Array<T> c({a_src.rows, b_src.rows});
+  run_into<T, T>(a_src, b_src, c.mutable_data(), threads, accumulate_in_output);
+  return c;
+}
+
+// C = A·B for bfloat16 a and b given as their bits (uint16 arrays: numpy has no
+// bfloat16), C in float32, run the way the ops run bf16 (gemm_bf16_kernel): as bf16
+// pairs, or widened to float while packing (then always through a packing callback).
+Array<float> gemm_bf16_np(const StridedArray<uint16_t>& a, const StridedArray<uint16_t>& b,
+                          int threads, bool accumulate_in_output, bool callback_packing) {
+  static_assert(sizeof(bfloat16_t) == sizeof(uint16_t), "bfloat16_t is its bits");
+  auto [a_src, b_src] = plain_sources<bfloat16_t>(a, b, reinterpret_cast<const bfloat16_t*>(a.data()),
+                                                  reinterpret_cast<const bfloat16_t*>(b.data()));
+  Array<float> c({a_src.rows, b_src.rows});
+  with_packed_type<bfloat16_t>(0, [&](auto packed) {
+    using In = typename decltype(packed)::type;
+    auto source = [&](const PackSource<bfloat16_t>& plain) {
+      PackSource<In> src = strided_source<bfloat16_t, In>(plain.data, plain.rows, plain.depth,
+                                                          plain.row_stride, plain.depth_stride);
+      if constexpr (std::is_same_v<In, bfloat16_t>) {
+        if (callback_packing) src = through_callback(src);
+      }
+      return src;
+    };
+    run_into<In, float>(source(a_src), source(b_src), c.mutable_data(), threads,
+                        accumulate_in_output);
+  });
   return c;
 }
 
@@ -103,12 +144,24 @@ void register_gemm_bindings(py::module_& m) {
         py::arg("accumulate_in_output") = true, py::arg("callback_packing") = false);
   m.def("gemm", &gemm_np<double>, py::arg("a"), py::arg("b"), py::arg("threads") = 1,
         py::arg("accumulate_in_output") = true, py::arg("callback_packing") = false);
+  m.def("gemm_bf16", &gemm_bf16_np, py::arg("a"), py::arg("b"), py::arg("threads") = 1,
+        py::arg("accumulate_in_output") = true, py::arg("callback_packing") = false,
+        "C = A·B in float32 for bfloat16 A and B given as uint16 bits, on the engine's bf16 "
+        "path (bf16_kernel()).");
+  m.def("bf16_kernel", [] { return std::string(gemm_bf16_kernel()); },
+        "How the GEMM engine runs bfloat16: 'dpbf16' (bf16 pairs, AVX512_BF16) or 'widen'.");
   m.def(
       "gemm_blocking",
       [](const std::string& dtype) {
-        require(dtype == "float32" || dtype == "float64",
-                "dtype must be 'float32' or 'float64', got '" + dtype + "'");
-        const GemmBlocking b = dtype == "float32" ? gemm_blocking<float>() : gemm_blocking<double>();
+        require(dtype == "float32" || dtype == "float64" || dtype == "bfloat16",
+                "dtype must be 'float32', 'float64' or 'bfloat16', got '" + dtype + "'");
+        if (dtype == "bfloat16") {
+          require(gemm_packs_bf16(0), "the engine widens bfloat16 to float32 here (bf16_kernel() "
+                                     "is 'widen'): ask for float32's blocking");
+        }
+        const GemmBlocking b = dtype == "float32"   ? gemm_blocking<float>()
+                               : dtype == "float64" ? gemm_blocking<double>()
+                                                    : gemm_blocking<bfloat16_t>();
         py::dict d;
         d["mr"] = b.mr;
         d["nr"] = b.nr;
