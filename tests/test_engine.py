@@ -22,12 +22,15 @@ def supported_isas():
 
 
 def bf16_kernel_for(isa):
-    """The bf16 path the engine takes by default under `isa` (see gemm_bf16_kernel)."""
-    return "dpbf16" if isa == "avx512" and _native.cpu_features()["avx512_bf16"] else "widen"
+    """The bf16 kernel the engine picks under `isa` (see gemm_bf16_kernel): this
+    process's own for the best ISA, none (widen) below avx512."""
+    return _native.bf16_kernel() if isa == "avx512" else "widen"
 
 
 def supported_bf16_kernels():
-    return sorted({"widen", bf16_kernel_for(supported_isas()[-1])})
+    """Every bf16 path this machine can be forced onto: the best one and those below it."""
+    order = ["widen", "dpbf16", "amx"]
+    return order[:order.index(bf16_kernel_for(supported_isas()[-1])) + 1]
 
 
 def edge_sizes(block):
@@ -231,7 +234,7 @@ def test_bf16_kernel_forced_where_missing_widens_with_a_warning():
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "widen"
-    assert "FUSEDLAYERS_BF16_KERNEL=dpbf16 needs" in done.stderr
+    assert "FUSEDLAYERS_BF16_KERNEL=dpbf16 is not available here" in done.stderr
 
 
 @pytest.mark.parametrize("kernel", supported_bf16_kernels())

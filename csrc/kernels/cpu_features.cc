@@ -77,7 +77,8 @@ CpuFeatures detect() {
     f.avx512bw = f.avx512f && bit(ebx, 30);
     f.avx512vl = f.avx512f && bit(ebx, 31);
     f.avx512_fp16 = f.avx512f && bit(edx, 23);
-    f.amx_bf16 = os_amx && bit(edx, 22);
+    f.amx_tile = os_amx && bit(edx, 24);
+    f.amx_bf16 = f.amx_tile && bit(edx, 22);
     unsigned int eax1, ebx1, ecx1, edx1;
     __cpuid_count(7, 1, eax1, ebx1, ecx1, edx1);
     f.avx512_bf16 = f.avx512f && bit(eax1, 5);

@@ -20,6 +20,7 @@ struct CpuFeatures {
   bool avx512dq = false;
   bool avx512_bf16 = false;
   bool avx512_fp16 = false;
+  bool amx_tile = false;
   bool amx_bf16 = false;
   // Data cache sizes in bytes as one core sees them (cpuid leaf 4 on Intel,
   // 0x8000001D on AMD, sysconf as a fallback); 0 when unknown.

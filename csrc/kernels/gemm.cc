@@ -56,21 +56,28 @@ const char* gemm_kernel_isa() { return active_kernels().isa; }
 
 const Bf16Kernels* active_bf16_kernels() {
   static const Bf16Kernels* chosen = []() -> const Bf16Kernels* {
-    const bool has_dpbf16 =
-        cpu_features().avx512_bf16 && std::string(active_kernels().isa) == "avx512";
+    const CpuFeatures& f = cpu_features();
+    const bool has_dpbf16 = f.avx512_bf16 && std::string(active_kernels().isa) == "avx512";
     const char* forced = std::getenv("FUSEDLAYERS_BF16_KERNEL");
     const std::string name = forced ? forced : "";
     if (name == "widen") return nullptr;
-    if (!name.empty() && name != "dpbf16") {
+    if (!name.empty() && name != "dpbf16" && name != "amx") {
       std::fprintf(stderr,
-                   "fusedlayers: FUSEDLAYERS_BF16_KERNEL must be dpbf16 or widen; got '%s', "
+                   "fusedlayers: FUSEDLAYERS_BF16_KERNEL must be amx, dpbf16 or widen; got '%s', "
                    "using the best the CPU has\n",
                    forced);
-    } else if (name == "dpbf16" && !has_dpbf16) {
-      std::fprintf(stderr,
-                   "fusedlayers: FUSEDLAYERS_BF16_KERNEL=dpbf16 needs AVX512_BF16 and the avx512 "
-                   "ISA; widening bfloat16 to float instead\n");
     }
+    // AMX only where the OS grants the tile state (asked for only when it may be used).
+    const bool amx_allowed = name != "dpbf16";
+    const bool has_amx = has_dpbf16 && amx_allowed && f.amx_bf16 && f.amx_tile && amx_tiles_permitted();
+    if ((name == "amx" && !has_amx) || (name == "dpbf16" && !has_dpbf16)) {
+      std::fprintf(stderr,
+                   "fusedlayers: FUSEDLAYERS_BF16_KERNEL=%s is not available here (amx needs "
+                   "AMX-BF16 and the OS's tile state, dpbf16 AVX512_BF16, both the avx512 ISA); "
+                   "using %s\n",
+                   forced, has_amx ? "amx" : has_dpbf16 ? "dpbf16" : "widen (bfloat16 widened to float)");
+    }
+    if (has_amx) return &amx_kernels();
     return has_dpbf16 ? &avx512_bf16_kernels() : nullptr;
   }();
   return chosen;
@@ -81,18 +88,20 @@ const char* gemm_bf16_kernel() {
   return k ? k->name : "widen";
 }
 
-// Products with at most this many rows of A per element of B run on bf16 pairs by
-// default (dense 1-32 x 1024 x 1024, bf16 forward: 0.36-0.52x stock widened, 0.63-0.71x
-// on pairs; at 256 and 4096 rows widened is faster: see docs/performance.md).
+// With vdpbf16ps, products with at most this many rows of A per element of B run on
+// bf16 pairs by default (dense 1-32 x 1024 x 1024, bf16 forward: 0.36-0.52x stock
+// widened, 0.63-0.71x on pairs; at 256 and 4096 rows widened is faster: see
+// docs/performance.md). AMX is faster than widening at every shape measured.
 constexpr int64_t kPairsMaxReuse = 64;
 
 bool gemm_packs_bf16(int64_t reuse) {
-  if (!active_bf16_kernels()) return false;
+  const Bf16Kernels* k = active_bf16_kernels();
+  if (!k) return false;
   static const bool forced = [] {
     const char* name = std::getenv("FUSEDLAYERS_BF16_KERNEL");
     return name && std::string(name) == "dpbf16";
   }();
-  return forced || reuse <= kPairsMaxReuse;
+  return forced || std::strcmp(k->name, "amx") == 0 || reuse <= kPairsMaxReuse;
 }
 
 void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int panel,
@@ -202,6 +211,7 @@ class ScratchBuffer {
 template <typename In>
 struct ThreadScratch {
   ScratchBuffer<In> packed_a, packed_b;
+  ScratchBuffer<In> a_rows;  // packed_a as rows, for kernels with rows_from_pairs
   ScratchBuffer<acc_t<In>> c;
 };
 
@@ -300,8 +310,12 @@ struct GemmCall {
                                         nr, e.blocking.nc);
     const int64_t mc = e.blocking.mc;
     const int64_t kc_max = round_up(std::max<int64_t>(std::min(kc, k), 1), G);
-    In* packed_a = s.packed_a.get(round_up(std::min(mc, i_end - i_begin), mr) * kc_max);
+    const int64_t a_count = round_up(std::min(mc, i_end - i_begin), mr) * kc_max;
+    In* packed_a = s.packed_a.get(a_count);
     In* packed_b = s.packed_b.get(round_up(std::min(nc, j_end - j_begin), nr) * kc_max);
+    // The A panels the micro-kernel reads: as packed, or turned into rows.
+    In* a_panels = mk.rows_from_pairs ? s.a_rows.get(a_count) : packed_a;
+    if (mk.prepare) mk.prepare();
 
     for (int64_t jc = j_begin; jc < j_end; jc += nc) {
       const int64_t nc_cur = std::min(nc, j_end - jc);
@@ -340,7 +354,11 @@ struct GemmCall {
         }
         for (int64_t ic = i_begin; ic < i_end; ic += mc) {
           const int64_t mc_cur = std::min(mc, i_end - ic);
-          if (!a_in_place) pack_source(a, mk, ic, mc_cur, pc, kc_cur, static_cast<int>(mr), packed_a);
+          if (!a_in_place) {
+            pack_source(a, mk, ic, mc_cur, pc, kc_cur, static_cast<int>(mr), packed_a);
+            if (mk.rows_from_pairs)
+              mk.rows_from_pairs(packed_a, round_up(mc_cur, mr), kc_cur, static_cast<int>(mr), a_panels);
+          }
           for (int64_t jr = 0; jr < nc_cur; jr += nr) {
             const int cols = static_cast<int>(std::min(nr, nc_cur - jr));
             const bool in_place = jr < in_place_cols;
@@ -354,8 +372,8 @@ struct GemmCall {
                 mk.by_rows_a_in_place[rows](kc_cur, a.data + (ic + ir) * a.row_stride + pc,
                                             a.row_stride, b_panel, ldb, c_tile, ldc, cols, pc > 0);
               } else {
-                mk.by_rows[rows](kc_cur, packed_a + ir * kc_packed, 0, b_panel, ldb, c_tile, ldc,
-                                 cols, pc > 0);
+                mk.by_rows[rows](kc_cur, a_panels + ir * kc_packed, kc_packed, b_panel, ldb, c_tile,
+                                 ldc, cols, pc > 0);
               }
               // The micro-tile is final and still in L1: finish it now.
               if (last && epilogue) epilogue(ic + ir, rows, jc + jr, cols, c_tile, ldc);
@@ -385,7 +403,8 @@ bool reads_b_in_place(const PackSource<In>& b, int64_t m) {
 // (for bf16, each pair of them: the row's depth pairs are already side by side).
 template <typename In>
 bool reads_a_in_place(const PackSource<In>& a, int64_t n) {
-  return a.data && a.depth_stride == 1 && n <= kInPlaceBMaxRows;
+  return a.data && a.depth_stride == 1 && n <= kInPlaceBMaxRows &&
+         engine<In>().mk.by_rows_a_in_place[1] != nullptr;
 }
 
 // C with few rows whose B cannot be read in place but is depth-contiguous (a dense

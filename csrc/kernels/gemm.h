@@ -97,20 +97,22 @@ void pack_strided_panels(const In* data, int64_t row_stride, int64_t depth_strid
 void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int panel,
                                bfloat16_t* dst);
 
-// The engine's bfloat16 kernel: "dpbf16" (operands packed as bf16 pairs, gemm<bfloat16_t>,
-// AVX512_BF16's vdpbf16ps summing in float) where the CPU has AVX512_BF16 and the avx512
-// ISA is in use, else "widen" (no bf16 kernel: bf16 operands are widened to float while
-// packing, gemm<float>). FUSEDLAYERS_BF16_KERNEL=widen turns the kernel off; =dpbf16
-// makes every bf16 product use it (see gemm_packs_bf16), falling back to widen with a
-// warning where the CPU lacks it. Read once.
+// The engine's bfloat16 kernel, summing bf16 pairs in float (operands packed as bf16
+// pairs, gemm<bfloat16_t>): "amx" (AMX-BF16 tiles, tdpbf16ps) where the CPU has AMX and
+// Linux grants the process its tile state, else "dpbf16" (AVX512_BF16's vdpbf16ps) where
+// the CPU has AVX512_BF16, both with the avx512 ISA in use; else "widen" (no bf16
+// kernel: bf16 operands are widened to float while packing, gemm<float>).
+// FUSEDLAYERS_BF16_KERNEL=amx|dpbf16|widen forces one (a lower one than the CPU's best;
+// an unavailable one falls back, with a warning). Read once.
 const char* gemm_bf16_kernel();
 
 // Whether a bf16 product whose B operand (the weights) is reused by `reuse` rows of A
-// (a dense layer's batch; 0: run the kernel whatever the shape) runs on bf16 pairs. On
-// the development machine vdpbf16ps does 0.69x the flops of fp32 FMAs, so products
-// bound by the micro-kernel run faster widened; those with few rows per weight are
-// bound by packing the weights instead, which bf16 pairs halve. FUSEDLAYERS_BF16_KERNEL
-// (dpbf16 or widen) decides for every shape.
+// (a dense layer's batch; 0: run the kernel whatever the shape) runs on bf16 pairs:
+// always with AMX; with dpbf16 only for few rows per weight, as on the development
+// machine vdpbf16ps does 0.69x the flops of fp32 FMAs, so products bound by the
+// micro-kernel run faster widened, while those with few rows per weight are bound by
+// packing the weights, which bf16 pairs halve. FUSEDLAYERS_BF16_KERNEL=dpbf16 runs
+// every shape on it.
 bool gemm_packs_bf16(int64_t reuse);
 
 // The instruction set of the micro-kernel gemm dispatches to on this CPU: "avx512",

@@ -12,8 +12,8 @@
 
 namespace fusedlayers {
 
-// The most rows any micro-kernel's tile has (sizes the by_rows table).
-inline constexpr int kMaxMicroRows = 16;
+// The most rows any micro-kernel's tile has (sizes the by_rows table; AMX's has 32).
+inline constexpr int kMaxMicroRows = 32;
 
 // c[i * ldc + j] (+)= sum_p a(i, p) * b(p, j) for i < rows (fixed by the table slot),
 // j < cols (<= nr), with c in T's accumulation type. a is a packed micro-panel
@@ -45,8 +45,15 @@ struct MicroKernel {
   int mr;  // rows of a tile (A's micro-panel height)
   int nr;  // columns of a tile (B's micro-panel height)
   MicroTileFn<T> by_rows[kMaxMicroRows + 1];  // by_rows[r]: a tile's first r rows
-  MicroTileFn<T> by_rows_a_in_place[kMaxMicroRows + 1];
+  MicroTileFn<T> by_rows_a_in_place[kMaxMicroRows + 1];  // null: A is always packed
   PackStridedFn<T> pack;
+  // Where set, the kernel reads A's packed panels as rows: each of a micro-panel's rows
+  // its depth contiguous, a(i, p) = a[i * lda + p] with lda = nd rounded up to G. The
+  // engine packs A as usual, then calls this on the packed block (rows a multiple of
+  // panel) into a buffer of the same size.
+  void (*rows_from_pairs)(const T* panels, int64_t rows, int64_t nd, int panel, T* dst);
+  // Where set, called on a thread before it runs micro-kernels for a gemm task.
+  void (*prepare)();
 };
 
 struct IsaKernels {
@@ -74,6 +81,9 @@ const IsaKernels& avx512_kernels();
 const IsaKernels& avx2_kernels();
 const IsaKernels& portable_kernels();
 const Bf16Kernels& avx512_bf16_kernels();  // AVX512_BF16 (vdpbf16ps)
+const Bf16Kernels& amx_kernels();          // AMX-BF16 (tdpbf16ps); needs amx_tiles_permitted()
+// Asks Linux for this process's AMX tile state, once; whether it was granted.
+bool amx_tiles_permitted();
 
 // The kernels gemm dispatches to: the best ISA the CPU has, or a lower one named by
 // the FUSEDLAYERS_ISA environment variable (avx512, avx2, portable) at first use.
@@ -81,6 +91,8 @@ const IsaKernels& active_kernels();
 
 // The bfloat16 kernels, or null where bf16 operands are to be widened to float: the CPU
 // lacks AVX512_BF16, FUSEDLAYERS_ISA excludes avx512, or FUSEDLAYERS_BF16_KERNEL=widen.
+// AMX where the CPU has it and the OS grants it, else AVX512_BF16; the environment
+// variable may name a lower one (amx, dpbf16, widen).
 const Bf16Kernels* active_bf16_kernels();
 
 }  // namespace fusedlayers

@@ -149,7 +149,8 @@ void register_gemm_bindings(py::module_& m) {
         "C = A·B in float32 for bfloat16 A and B given as uint16 bits, on the engine's bf16 "
         "path (bf16_kernel()).");
   m.def("bf16_kernel", [] { return std::string(gemm_bf16_kernel()); },
-        "How the GEMM engine runs bfloat16: 'dpbf16' (bf16 pairs, AVX512_BF16) or 'widen'.");
+        "How the GEMM engine runs bfloat16: 'amx' (bf16 pairs on AMX tiles), 'dpbf16' (bf16 pairs, "
+        "AVX512_BF16) or 'widen' (widened to float32).");
   m.def(
       "gemm_blocking",
       [](const std::string& dtype) {

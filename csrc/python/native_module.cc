@@ -26,6 +26,7 @@ py::dict cpu_features_dict() {
   d["avx512dq"] = f.avx512dq;
   d["avx512_bf16"] = f.avx512_bf16;
   d["avx512_fp16"] = f.avx512_fp16;
+  d["amx_tile"] = f.amx_tile;
   d["amx_bf16"] = f.amx_bf16;
   d["l1d_bytes"] = f.l1d_bytes;
   d["l2_bytes"] = f.l2_bytes;
