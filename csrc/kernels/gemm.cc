@@ -109,6 +109,10 @@ void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int p
   active_bf16_kernels()->pack_float_panels(src, rows, nd, panel, dst);
 }
 
+void round_floats_to_bf16(const float* src, int64_t n, bfloat16_t* dst) {
+  active_bf16_kernels()->round_floats(src, n, dst);
+}
+
 int64_t fma_peak_flops(double seconds) {
   constexpr int64_t kStepsPerCheck = 1 << 16;
   const auto start = std::chrono::steady_clock::now();

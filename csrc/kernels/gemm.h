@@ -97,6 +97,9 @@ void pack_strided_panels(const In* data, int64_t row_stride, int64_t depth_strid
 void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int panel,
                                bfloat16_t* dst);
 
+// dst[e] = src[e] rounded to bf16 (nearest even), vectorized. bf16 kernels only.
+void round_floats_to_bf16(const float* src, int64_t n, bfloat16_t* dst);
+
 // The engine's bfloat16 kernel, summing bf16 pairs in float (operands packed as bf16
 // pairs, gemm<bfloat16_t>): "amx" (AMX-BF16 tiles, tdpbf16ps) where the CPU has AMX and
 // Linux grants the process its tile state, else "dpbf16" (AVX512_BF16's vdpbf16ps) where

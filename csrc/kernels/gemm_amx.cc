@@ -138,6 +138,7 @@ Bf16Kernels make_amx_kernels(std::integer_sequence<int, RowsMinusOne...>) {
   k.bf16.rows_from_pairs = &rows_from_pairs;
   k.bf16.prepare = &configure_tiles;
   k.pack_float_panels = vnni.pack_float_panels;
+  k.round_floats = vnni.round_floats;
   return k;
 }
 

@@ -121,12 +121,21 @@ void pack_float_panels(const float* src, int64_t rows, int64_t nd, int panel, bf
   }
 }
 
+void round_floats(const float* src, int64_t n, bfloat16_t* dst) {
+  for (int64_t e = 0; e < n; e += 16) {
+    const __mmask16 lanes = first_lanes(n - e);
+    const __m512i bits = round_to_bf16(_mm512_maskz_loadu_ps(lanes, src + e));
+    _mm256_mask_storeu_epi16(dst + e, lanes, _mm512_cvtepi32_epi16(bits));
+  }
+}
+
 Bf16Kernels make_avx512_bf16_kernels() {
   Bf16Kernels k{};
   k.name = "dpbf16";
   k.bf16 = isa_generic::make_micro_kernel<Avx512Bf16, 12, 2>();
   k.bf16.pack = &pack_pairs;
   k.pack_float_panels = &pack_float_panels;
+  k.round_floats = &round_floats;
   return k;
 }
 

@@ -74,6 +74,8 @@ struct Bf16Kernels {
   MicroKernel<bfloat16_t> bf16;
   void (*pack_float_panels)(const float* src, int64_t rows, int64_t nd, int panel,
                             bfloat16_t* dst);
+  // dst[e] = src[e] rounded to bf16 for e < n.
+  void (*round_floats)(const float* src, int64_t n, bfloat16_t* dst);
 };
 
 // Defined only when the build has that TU; callers check cpu_features() first.

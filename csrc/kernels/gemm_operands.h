@@ -189,9 +189,30 @@ PackSource<Acc> strided_source(const T* data, int64_t rows, int64_t depth, int64
 // The per-thread scratch slot of the float panels a bf16 source is computed in.
 inline constexpr int kBf16SourceSlot = 8;
 
-// strided_source packed as bf16 pairs: a plain source is packed by the engine, and any
-// other is computed in float as above, then rounded to bf16 (stock TensorFlow also
-// rounds dz to bf16 before its products).
+// dz[e] = dz[e] * act'(y[e], z[e]) for e < count, all bf16 (z read only when the
+// derivative needs it): in float, a chunk at a time, rounded back to bf16.
+inline void multiply_activation_grad_bf16(ActivationSpec act, const bfloat16_t* y,
+                                          const bfloat16_t* z, bfloat16_t* dz, int64_t count) {
+  constexpr int64_t kChunk = 512;
+  float fy[kChunk], fz[kChunk], fdz[kChunk];
+  for (int64_t e0 = 0; e0 < count; e0 += kChunk) {
+    const int64_t n = std::min(kChunk, count - e0);
+    for (int64_t e = 0; e < n; ++e) fdz[e] = to_float(dz[e0 + e]);
+    for (int64_t e = 0; e < n; ++e) fy[e] = to_float(y[e0 + e]);
+    if (z) {
+      for (int64_t e = 0; e < n; ++e) fz[e] = to_float(z[e0 + e]);
+    }
+    activation_derivative_multiply<float>(act, fy, z ? fz : nullptr, fdz, n);
+    round_floats_to_bf16(fdz, n, dz + e0);
+  }
+}
+
+// strided_source packed as bf16 pairs: a plain source is packed by the engine. With a
+// prologue, dy, y and z are packed alike and act' x dy is taken over the panels element
+// by element (their zero padding stays zero, act' being finite at 0), rounded to bf16 as
+// stock TensorFlow rounds dz; the ones row is written in the pair layout. A prologue
+// without y (none of the activations today) takes the float route: computed as above
+// in float, then rounded.
 template <>
 inline PackSource<bfloat16_t> strided_source<bfloat16_t, bfloat16_t>(
     const bfloat16_t* data, int64_t rows, int64_t depth, int64_t row_stride, int64_t depth_stride,
@@ -205,13 +226,44 @@ inline PackSource<bfloat16_t> strided_source<bfloat16_t, bfloat16_t>(
     src.depth_stride = depth_stride;
     return src;
   }
-  const PackSource<float> wide = strided_source<bfloat16_t, float>(
-      data, rows, depth, row_stride, depth_stride, prologue, ones_row);
-  src.pack = [wide](int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, bfloat16_t* dst) {
-    const int64_t padded = (nr + panel - 1) / panel * panel;
-    float* panels = packing_scratch<float, kBf16SourceSlot>(padded * nd);
-    wide.pack(r0, nr, d0, nd, panel, panels);
-    pack_float_panels_as_bf16(panels, padded, nd, panel, dst);
+  if (prologue && !prologue->y) {
+    const PackSource<float> wide = strided_source<bfloat16_t, float>(
+        data, rows, depth, row_stride, depth_stride, prologue, ones_row);
+    src.pack = [wide](int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, bfloat16_t* dst) {
+      const int64_t padded = (nr + panel - 1) / panel * panel;
+      float* panels = packing_scratch<float, kBf16SourceSlot>(padded * nd);
+      wide.pack(r0, nr, d0, nd, panel, panels);
+      pack_float_panels_as_bf16(panels, padded, nd, panel, dst);
+    };
+    return src;
+  }
+  const ActivationGradPrologue<bfloat16_t> pro =
+      prologue ? *prologue : ActivationGradPrologue<bfloat16_t>{};
+  const bool has_prologue = prologue != nullptr;
+  const bool use_z = has_prologue && grad_needs_preactivation(pro.act);
+  src.pack = [=](int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, bfloat16_t* dst) {
+    const int64_t ndp = (nd + 1) / 2 * 2;
+    const int64_t real = std::clamp<int64_t>(rows - r0, 0, nr);
+    if (real > 0) {
+      pack_strided_panels<bfloat16_t>(data, row_stride, depth_stride, r0, real, d0, nd, panel, dst);
+      if (has_prologue) {
+        const int64_t count = (real + panel - 1) / panel * panel * ndp;
+        bfloat16_t* y = packing_scratch<bfloat16_t, 0>(count);
+        pack_strided_panels<bfloat16_t>(pro.y, row_stride, depth_stride, r0, real, d0, nd, panel, y);
+        bfloat16_t* z = nullptr;
+        if (use_z) {
+          z = packing_scratch<bfloat16_t, 1>(count);
+          pack_strided_panels<bfloat16_t>(pro.z, row_stride, depth_stride, r0, real, d0, nd, panel, z);
+        }
+        multiply_activation_grad_bf16(pro.act, y, z, dst, count);
+      }
+    }
+    if (real < nr) {  // the ones row (index `real` here), possibly opening a panel
+      bfloat16_t* panel_dst = dst + real / panel * panel * ndp;
+      if (real % panel == 0) std::fill(panel_dst, panel_dst + panel * ndp, bfloat16_t{});
+      bfloat16_t* row = panel_dst + (real % panel) * 2;
+      for (int64_t d = 0; d < nd; ++d) row[(d / 2) * panel * 2 + d % 2] = bfloat16_t{0x3F80};
+    }
   };
   return src;
 }
