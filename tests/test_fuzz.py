@@ -338,6 +338,30 @@ def run_and_check(worker, case, must_succeed):
     check_clean(case, reply, must_succeed)
 
 
+def huge_empty_dense_case(rows, units):
+    """Keras's Dense(units) on x [rows, 0] under a tape in tf.function."""
+    return {"target": "keras_dense_layer_tape", "mode": "function", "seed": 0,
+            "args": {"ctor": {"units": units, "activation": "linear", "use_bias": False,
+                              "dtype": "float32"},
+                     "x": {"shape": [rows, 0], "dtype": "float32"}}}
+
+
+# Cases large runs found, replayed on every run.
+REGRESSIONS = {
+    # Ours refuses the [2^62, 2] output at trace time; the stock twin, once run for every
+    # error, aborted TensorFlow in its tape.
+    "stock-twin-abort": huge_empty_dense_case(2**62, 2),
+    # y and the tape's ones refused under the worker's memory cap: 10 s a refusal with
+    # oneDNN's allocator, 43 s in all (a hang when loaded) before the worker turned it off.
+    "refused-8GiB-output": huge_empty_dense_case(2**31 - 1, 1),
+}
+
+
+@pytest.mark.parametrize("case", REGRESSIONS.values(), ids=REGRESSIONS.keys())
+def test_regressions_end_cleanly(worker, case):
+    check_clean(case, worker.run(case), must_succeed=False)
+
+
 @pytest.mark.parametrize("target", ["fused_dense", "fused_dense_tape", "raw_dense",
                                     "raw_dense_grad"])
 @FUZZ_SETTINGS

@@ -14,13 +14,15 @@ namespace fusedlayers {
 
 // Cuts m rows into at most kMaxBlocks blocks of about kBlockElements elements or more,
 // by the shape alone: tasks over blocks then give the same result on any thread count.
+// No blocks when there is no element (m may then be huge: a conv's positions x 0 channels).
 struct RowBlocks {
   static constexpr int64_t kBlockElements = int64_t{1} << 16;
   static constexpr int64_t kMaxBlocks = 64;
   int64_t count = 0, rows = 0;  // blocks, rows per block
   RowBlocks(int64_t m, int64_t n)
-      : count(std::clamp<int64_t>(m * n / kBlockElements, 1, kMaxBlocks)),
-        rows((m + count - 1) / count) {}
+      : count(m == 0 || n == 0 ? 0
+                               : std::clamp<int64_t>(m * n / kBlockElements, 1, kMaxBlocks)),
+        rows(count == 0 ? 0 : (m + count - 1) / count) {}
 };
 
 // Adds the rows of v [rows, n] into its first row pairwise: contiguous adds that
