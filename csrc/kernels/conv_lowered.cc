@@ -221,11 +221,6 @@ ActivationGradPrologue<T> shifted(const ActivationGradPrologue<T>& pro, int64_t 
   return out;
 }
 
-template <typename T, typename Acc>
-void store_all(const Acc* src, int64_t count, T* dst) {
-  for (int64_t e = 0; e < count; ++e) dst[e] = store_as<T>(src[e]);
-}
-
 }  // namespace
 
 bool conv_lowered_fits(const ConvGeometry& g) {
@@ -305,8 +300,8 @@ void lowered_conv2d_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner
     const auto dzt = strided_source<T, In>(a.dy + off, s.cs, positions, 1, s.cs, &pro);
     gemm_split_depth<In>(lt, dzt, add_into(dk, s.cs), runner);
   }
-  store_all(dk, s.row * s.cs, a.dkernel);
-  if (with_bias) store_all(dk + s.row * s.cs, s.cs, a.dbias);
+  store_run(dk, s.row * s.cs, a.dkernel);
+  if (with_bias) store_run(dk + s.row * s.cs, s.cs, a.dbias);
 }
 
 template <typename T, typename In>
@@ -355,8 +350,8 @@ void lowered_conv2d_transpose_backward_as(const ConvBackwardArgs<T>& a, TaskRunn
                                           s.cs);
     gemm_split_depth<In>(lt, xt, add_into(dk, s.cs), runner);
   }
-  store_all(dk, s.row * s.cs, a.dkernel);
-  if (a.dbias) store_all(db, s.cb, a.dbias);
+  store_run(dk, s.row * s.cs, a.dkernel);
+  if (a.dbias) store_run(db, s.cb, a.dbias);
 }
 
 namespace {

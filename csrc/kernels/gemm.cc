@@ -110,7 +110,11 @@ void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int p
 }
 
 void round_floats_to_bf16(const float* src, int64_t n, bfloat16_t* dst) {
-  active_bf16_kernels()->round_floats(src, n, dst);
+  if (const Bf16Kernels* k = active_bf16_kernels()) {
+    k->round_floats(src, n, dst);
+    return;
+  }
+  for (int64_t e = 0; e < n; ++e) dst[e] = bfloat16_from_float(src[e]);
 }
 
 int64_t fma_peak_flops(double seconds) {

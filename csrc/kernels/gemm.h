@@ -97,7 +97,8 @@ void pack_strided_panels(const In* data, int64_t row_stride, int64_t depth_strid
 void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int panel,
                                bfloat16_t* dst);
 
-// dst[e] = src[e] rounded to bf16 (nearest even), vectorized. bf16 kernels only.
+// dst[e] = src[e] rounded to bf16 (nearest even, NaN kept quiet: bfloat16_from_float),
+// vectorized where the bf16 kernels are.
 void round_floats_to_bf16(const float* src, int64_t n, bfloat16_t* dst);
 
 // The engine's bfloat16 kernel, summing bf16 pairs in float (operands packed as bf16

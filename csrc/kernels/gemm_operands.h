@@ -279,6 +279,16 @@ GemmAccumulator<Acc> output_accumulator(T* out, int64_t ld) {
   }
 }
 
+// dst[e] = src[e] stored as T for e < n (bf16 by the vectorized rounding).
+template <typename T, typename Acc>
+inline void store_run(const Acc* src, int64_t n, T* dst) {
+  if constexpr (std::is_same_v<T, bfloat16_t> && std::is_same_v<Acc, float>) {
+    round_floats_to_bf16(src, n, dst);
+  } else {
+    for (int64_t e = 0; e < n; ++e) dst[e] = store_as<T>(src[e]);
+  }
+}
+
 // The epilogue storing a plain product into out (ld_out), none when the GEMM sums
 // there in place already.
 template <typename T, typename Acc>
@@ -286,8 +296,7 @@ TileEpilogue<Acc> store_into(T* out, int64_t ld_out) {
   if (output_accumulator<T, Acc>(out, ld_out).c) return {};
   return [out, ld_out](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile,
                        int64_t ld) {
-    for (int64_t i = 0; i < mi; ++i)
-      for (int64_t j = 0; j < nj; ++j) out[(i0 + i) * ld_out + j0 + j] = store_as<T>(tile[i * ld + j]);
+    for (int64_t i = 0; i < mi; ++i) store_run(tile + i * ld, nj, out + (i0 + i) * ld_out + j0);
   };
 }
 
@@ -306,6 +315,28 @@ inline void epilogue_bias_act(const Acc* tile, int64_t ld_tile, int64_t rows, in
     return;
   }
   constexpr int64_t kChunk = 64;
+  if constexpr (std::is_same_v<T, bfloat16_t> && std::is_same_v<Acc, float>) {
+    // A micro-tile at once: one activation call over all of it, and rows rounded to
+    // bf16 by the vectorized rounding (a call and a scalar rounding per element of
+    // each row cost more than the tile's share of the product).
+    constexpr int64_t kTileElements = 1024;
+    if (rows * cols <= kTileElements) {
+      float z[kTileElements];
+      for (int64_t i = 0; i < rows; ++i) {
+        const float* t = tile + i * ld_tile;
+        float* zi = z + i * cols;
+        if (bias) {
+          for (int64_t j = 0; j < cols; ++j) zi[j] = t[j] + load_as<float>(bias[col0 + j]);
+        } else {
+          for (int64_t j = 0; j < cols; ++j) zi[j] = t[j];
+        }
+        if (z_out) round_floats_to_bf16(zi, cols, z_out + i * ld_out);
+      }
+      activation_forward_inplace<float>(act, z, rows * cols);
+      for (int64_t i = 0; i < rows; ++i) round_floats_to_bf16(z + i * cols, cols, out + i * ld_out);
+      return;
+    }
+  }
   Acc z[kChunk];
   for (int64_t i = 0; i < rows; ++i) {
     const Acc* t = tile + i * ld_tile;
