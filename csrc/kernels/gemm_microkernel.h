@@ -131,34 +131,71 @@ constexpr bool has_transpose_block(...) {
 // How many source rows ahead the packing loops prefetch.
 inline constexpr int kPackRowsAhead = 4;
 
+// dst[0, PANEL) = src[0, rows) followed by zeros, in whole vectors: PANEL is a
+// micro-tile side (12, 32...), known at compile time so the loop unrolls away.
+template <class V, int PANEL>
+inline void copy_panel_column(const typename V::T* src, int rows, typename V::T* dst) {
+  constexpr int L = V::kLanes;
+#pragma GCC unroll 8
+  for (int c = 0; c < PANEL; c += L) {
+    const int left = rows - c;
+    const auto v = left >= L ? V::load(src + c) : (left > 0 ? V::load_first(src + c, left) : V::zero());
+    if (PANEL - c >= L) {
+      V::store(dst + c, v);
+    } else {
+      V::store_first(dst + c, v, PANEL - c);
+    }
+  }
+}
+
+// The rows-contiguous packing loop (see pack_strided) for a panel height PANEL known
+// at compile time, or 0 for any.
+template <class V, int PANEL>
+void pack_rows_contiguous(const typename V::T* src, int64_t depth_stride, int64_t r0, int64_t nr,
+                          int64_t d0, int64_t nd, int panel, typename V::T* dst) {
+  using T = typename V::T;
+  // Depth step by depth step: one contiguous read of all nr rows, scattered into
+  // the panels (reading panel by panel would jump a whole source row per step).
+  const int64_t panels = (nr + panel - 1) / panel;
+  constexpr int64_t kLine = 64 / sizeof(T);
+  for (int64_t d = 0; d < nd; ++d) {
+    const T* in = src + r0 + (d0 + d) * depth_stride;
+    // Each depth step starts a new source row (often a new page, where the
+    // hardware prefetchers stop): fetch a few rows ahead.
+    if (d + kPackRowsAhead < nd) {
+      const T* ahead = in + kPackRowsAhead * depth_stride;
+      for (int64_t off = 0; off < nr; off += kLine) __builtin_prefetch(ahead + off);
+    }
+    for (int64_t pi = 0; pi < panels; ++pi) {
+      const int rows = nr - pi * panel < panel ? static_cast<int>(nr - pi * panel) : panel;
+      T* o = dst + pi * panel * nd + d * panel;
+      const T* col = in + pi * panel;
+      if constexpr (PANEL > 0) {
+        copy_panel_column<V, PANEL>(col, rows, o);
+      } else {
+        for (int r = 0; r < rows; ++r) o[r] = col[r];
+        for (int r = rows; r < panel; ++r) o[r] = T(0);
+      }
+    }
+  }
+}
+
 // Packs a strided matrix into micro-panels (layout in gemm_kernels.h). The two
 // layouts that matter get their own loops: rows contiguous (a transposed operand,
-// e.g. Wᵀ: each depth step is a contiguous copy) and depth contiguous (a row-major
-// operand: `panel` rows are transposed in blocks).
-template <class V>
+// e.g. Wᵀ: each depth step is a contiguous copy, in whole vectors for the tile's
+// two sides MR and NR) and depth contiguous (a row-major operand: `panel` rows are
+// transposed in blocks).
+template <class V, int MR, int NR>
 void pack_strided(const typename V::T* src, int64_t row_stride, int64_t depth_stride, int64_t r0,
                   int64_t nr, int64_t d0, int64_t nd, int panel, typename V::T* dst) {
   using T = typename V::T;
   if (row_stride == 1) {
-    // Depth step by depth step: one contiguous read of all nr rows, scattered into
-    // the panels (reading panel by panel would jump a whole source row per step).
-    const int64_t panels = (nr + panel - 1) / panel;
-    constexpr int64_t kLine = 64 / sizeof(T);
-    for (int64_t d = 0; d < nd; ++d) {
-      const T* in = src + r0 + (d0 + d) * depth_stride;
-      // Each depth step starts a new source row (often a new page, where the
-      // hardware prefetchers stop): fetch a few rows ahead.
-      if (d + kPackRowsAhead < nd) {
-        const T* ahead = in + kPackRowsAhead * depth_stride;
-        for (int64_t off = 0; off < nr; off += kLine) __builtin_prefetch(ahead + off);
-      }
-      for (int64_t pi = 0; pi < panels; ++pi) {
-        const int rows = nr - pi * panel < panel ? static_cast<int>(nr - pi * panel) : panel;
-        T* o = dst + pi * panel * nd + d * panel;
-        const T* col = in + pi * panel;
-        for (int r = 0; r < rows; ++r) o[r] = col[r];
-        for (int r = rows; r < panel; ++r) o[r] = T(0);
-      }
+    if (panel == MR) {
+      pack_rows_contiguous<V, MR>(src, depth_stride, r0, nr, d0, nd, panel, dst);
+    } else if (panel == NR) {
+      pack_rows_contiguous<V, NR>(src, depth_stride, r0, nr, d0, nd, panel, dst);
+    } else {
+      pack_rows_contiguous<V, 0>(src, depth_stride, r0, nr, d0, nd, panel, dst);
     }
     return;
   }
@@ -218,7 +255,7 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
   ((k.by_rows[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, false>), ...);
   ((k.by_rows_a_in_place[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, true>),
    ...);
-  if constexpr (OperandsOf<V>::kDepthGroup == 1) k.pack = &pack_strided<V>;
+  if constexpr (OperandsOf<V>::kDepthGroup == 1) k.pack = &pack_strided<V, MR, NV * V::kLanes>;
   return k;
 }
 
