@@ -377,15 +377,19 @@ struct GemmCall {
             const In* b_panel = in_place ? b.data + jc + jr + pc * b.depth_stride
                                          : packed_b + (jr - in_place_cols) * kc_packed;
             const int64_t ldb = in_place ? b.depth_stride : nr * G;
+            const bool narrow = cols <= mk.narrow_nr;
+            const MicroTileFn<In>* tiles = a_in_place ? (narrow ? mk.narrow_by_rows_a_in_place
+                                                                : mk.by_rows_a_in_place)
+                                                      : (narrow ? mk.narrow_by_rows : mk.by_rows);
             for (int64_t ir = 0; ir < mc_cur; ir += mr) {
               const int rows = static_cast<int>(std::min(mr, mc_cur - ir));
               Acc* c_tile = c_at(ic + ir, jc + jr);
               if (a_in_place) {
-                mk.by_rows_a_in_place[rows](kc_cur, a.data + (ic + ir) * a.row_stride + pc,
-                                            a.row_stride, b_panel, ldb, c_tile, ldc, cols, pc > 0);
+                tiles[rows](kc_cur, a.data + (ic + ir) * a.row_stride + pc, a.row_stride, b_panel,
+                            ldb, c_tile, ldc, cols, pc > 0);
               } else {
-                mk.by_rows[rows](kc_cur, a_panels + ir * kc_packed, kc_packed, b_panel, ldb, c_tile,
-                                 ldc, cols, pc > 0);
+                tiles[rows](kc_cur, a_panels + ir * kc_packed, kc_packed, b_panel, ldb, c_tile, ldc,
+                            cols, pc > 0);
               }
               // The micro-tile is final and still in L1: finish it now.
               if (last && epilogue) epilogue(ic + ir, rows, jc + jr, cols, c_tile, ldc);

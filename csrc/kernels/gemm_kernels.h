@@ -46,6 +46,12 @@ struct MicroKernel {
   int nr;  // columns of a tile (B's micro-panel height)
   MicroTileFn<T> by_rows[kMaxMicroRows + 1];  // by_rows[r]: a tile's first r rows
   MicroTileFn<T> by_rows_a_in_place[kMaxMicroRows + 1];  // null: A is always packed
+  // Tiles one vector wide, for C's last columns when at most narrow_nr are left (0:
+  // none): the full-width tile would spend its FMAs on padding (N = 100 leaves 4 of
+  // 32). Same operand layouts, the packed B panel still nr wide.
+  int narrow_nr;
+  MicroTileFn<T> narrow_by_rows[kMaxMicroRows + 1];
+  MicroTileFn<T> narrow_by_rows_a_in_place[kMaxMicroRows + 1];
   PackStridedFn<T> pack;
   // Where set, the kernel reads A's packed panels as rows: each of a micro-panel's rows
   // its depth contiguous, a(i, p) = a[i * lda + p] with lda = nd rounded up to G. The

@@ -255,6 +255,13 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
   ((k.by_rows[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, false>), ...);
   ((k.by_rows_a_in_place[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, true>),
    ...);
+  if constexpr (NV > 1) {
+    k.narrow_nr = V::kLanes;
+    ((k.narrow_by_rows[RowsMinusOne + 1] = &micro_tile<V, MR, 1, RowsMinusOne + 1, false>), ...);
+    ((k.narrow_by_rows_a_in_place[RowsMinusOne + 1] =
+          &micro_tile<V, MR, 1, RowsMinusOne + 1, true>),
+     ...);
+  }
   if constexpr (OperandsOf<V>::kDepthGroup == 1) k.pack = &pack_strided<V, MR, NV * V::kLanes>;
   return k;
 }
