@@ -183,9 +183,9 @@ void pack_rows_contiguous(const typename V::T* src, int64_t depth_stride, int64_
 // Packs a strided matrix into micro-panels (layout in gemm_kernels.h). The two
 // layouts that matter get their own loops: rows contiguous (a transposed operand,
 // e.g. Wᵀ: each depth step is a contiguous copy, in whole vectors for the tile's
-// two sides MR and NR) and depth contiguous (a row-major operand: `panel` rows are
+// two sides MR and NR, when given) and depth contiguous (a row-major operand: `panel` rows are
 // transposed in blocks).
-template <class V, int MR, int NR>
+template <class V, int MR = 0, int NR = 0>
 void pack_strided(const typename V::T* src, int64_t row_stride, int64_t depth_stride, int64_t r0,
                   int64_t nr, int64_t d0, int64_t nd, int panel, typename V::T* dst) {
   using T = typename V::T;
