@@ -63,6 +63,13 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
     __builtin_prefetch(c + i * ldc, 1);
     __builtin_prefetch(c + i * ldc + NR - 1, 1);
   }
+  // A read in place: a pointer to every third row, the two rows after it addressed as
+  // pointer + lda and + 2 lda (x86's base + index * scale), so that 12 rows take 4
+  // registers and the lda multiple, not 12 offsets the compiler spills to the stack.
+  constexpr int kGroups = A_IN_PLACE ? (ROWS + 2) / 3 : 1;
+  const typename O::Elem* third_rows[kGroups];
+#pragma GCC unroll 16
+  for (int g = 0; g < kGroups; ++g) third_rows[g] = a + 3 * g * lda;
   // One depth group: B's NV vectors against each row's broadcast group of A.
   auto step = [&](auto broadcast_a) __attribute__((always_inline)) {
     // A's micro-panel streams from L2 (a packed B's stays in L1; B read in place
@@ -76,11 +83,17 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
     for (int j = 0; j < NV; ++j) bv[j] = O::load(b + j * L * G);
 #pragma GCC unroll 16
     for (int i = 0; i < ROWS; ++i) {
-      const typename O::Reg ai = broadcast_a(A_IN_PLACE ? a + i * lda : a + i * G);
+      const typename O::Reg ai =
+          broadcast_a(A_IN_PLACE ? third_rows[i / 3] + (i % 3) * lda : a + i * G);
 #pragma GCC unroll 4
       for (int j = 0; j < NV; ++j) acc[i][j] = O::fma(ai, bv[j], acc[i][j]);
     }
-    a += A_IN_PLACE ? G : MR * G;
+    if (A_IN_PLACE) {
+#pragma GCC unroll 16
+      for (int g = 0; g < kGroups; ++g) third_rows[g] += G;
+    } else {
+      a += MR * G;
+    }
     b += ldb;
   };
   const int64_t groups = kc / G;
