@@ -125,6 +125,8 @@ PackSource<Acc> strided_source(const T* data, int64_t rows, int64_t depth, int64
                                int64_t depth_stride,
                                const ActivationGradPrologue<T>* prologue = nullptr,
                                bool ones_row = false) {
+  // A linear layer's dz is dy itself: a plain source, which the engine may read in place.
+  if (prologue && prologue->act.kind == Activation::kLinear) prologue = nullptr;
   PackSource<Acc> src;
   src.rows = rows + (ones_row ? 1 : 0);
   src.depth = depth;
@@ -217,6 +219,7 @@ template <>
 inline PackSource<bfloat16_t> strided_source<bfloat16_t, bfloat16_t>(
     const bfloat16_t* data, int64_t rows, int64_t depth, int64_t row_stride, int64_t depth_stride,
     const ActivationGradPrologue<bfloat16_t>* prologue, bool ones_row) {
+  if (prologue && prologue->act.kind == Activation::kLinear) prologue = nullptr;  // dz = dy
   PackSource<bfloat16_t> src;
   src.rows = rows + (ones_row ? 1 : 0);
   src.depth = depth;
