@@ -372,6 +372,17 @@ struct GemmCall {
               mk.rows_from_pairs(packed_a, round_up(mc_cur, mr), kc_cur, static_cast<int>(mr), a_panels);
           }
           for (int64_t jr = 0; jr < nc_cur; jr += nr) {
+            if (mc_cur == 1 && mk.wide_nr > 0 && jr + mk.wide_nr <= in_place_cols) {
+              const int64_t wide = mk.wide_nr;
+              Acc* c_tile = c_at(ic, jc + jr);
+              mk.wide_one_row(kc_cur, packed_a, 0, b.data + jc + jr + pc * b.depth_stride,
+                              b.depth_stride, c_tile, ldc, static_cast<int>(wide), pc > 0);
+              if (last && epilogue) {
+                for (int64_t j = 0; j < wide; j += nr) epilogue(ic, 1, jc + jr + j, nr, c_tile + j, ldc);
+              }
+              jr += wide - nr;
+              continue;
+            }
             const int cols = static_cast<int>(std::min(nr, nc_cur - jr));
             const bool in_place = jr < in_place_cols;
             const In* b_panel = in_place ? b.data + jc + jr + pc * b.depth_stride

@@ -49,6 +49,12 @@ struct MicroKernel {
   // Tiles one vector wide, for C's last columns when at most narrow_nr are left (0:
   // none): the full-width tile would spend its FMAs on padding (N = 100 leaves 4 of
   // 32). Same operand layouts, the packed B panel still nr wide.
+  // A one-row tile wide_nr columns wide (0: none), for a C of one row whose B is read
+  // in place (a batch-1 dense layer): each depth step reads wide_nr contiguous
+  // elements of a B row, a run long enough for the hardware prefetcher, where nr
+  // columns read a line or two from each row's page.
+  int wide_nr;
+  MicroTileFn<T> wide_one_row;
   int narrow_nr;
   MicroTileFn<T> narrow_by_rows[kMaxMicroRows + 1];
   MicroTileFn<T> narrow_by_rows_a_in_place[kMaxMicroRows + 1];

@@ -76,8 +76,9 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
     // jumps a row each step): fetch both ahead, as the loads would otherwise wait on
     // each new line.
     if (!A_IN_PLACE) __builtin_prefetch(a + kPrefetchSteps * MR * G);
-    __builtin_prefetch(b + kPrefetchSteps * ldb);
-    if (kStepBytes > 64) __builtin_prefetch(b + kPrefetchSteps * ldb + 64 / sizeof(typename O::Elem));
+#pragma GCC unroll 16
+    for (int line = 0; line < kStepBytes; line += 64)
+      __builtin_prefetch(b + kPrefetchSteps * ldb + line / int(sizeof(typename O::Elem)));
     typename O::Reg bv[NV];
 #pragma GCC unroll 4
     for (int j = 0; j < NV; ++j) bv[j] = O::load(b + j * L * G);
@@ -130,6 +131,9 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
     }
   }
 }
+
+// Vectors in a one-row wide tile (see MicroKernel::wide_one_row).
+inline constexpr int kWideVectors = 16;
 
 // Whether V offers transpose_block (an in-register transpose for packing).
 template <class V>
@@ -268,6 +272,10 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
   ((k.by_rows[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, false>), ...);
   ((k.by_rows_a_in_place[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, true>),
    ...);
+  if constexpr (OperandsOf<V>::kDepthGroup == 1 && NV > 1) {
+    k.wide_nr = kWideVectors * V::kLanes;
+    k.wide_one_row = &micro_tile<V, MR, kWideVectors, 1, false>;
+  }
   if constexpr (NV > 1) {
     k.narrow_nr = V::kLanes;
     ((k.narrow_by_rows[RowsMinusOne + 1] = &micro_tile<V, MR, 1, RowsMinusOne + 1, false>), ...);
