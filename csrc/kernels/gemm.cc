@@ -375,7 +375,7 @@ struct GemmCall {
             if (mc_cur == 1 && mk.wide_nr > 0 && jr + mk.wide_nr <= in_place_cols) {
               const int64_t wide = mk.wide_nr;
               Acc* c_tile = c_at(ic, jc + jr);
-              mk.wide_one_row(kc_cur, packed_a, 0, b.data + jc + jr + pc * b.depth_stride,
+              mk.wide_one_row(kc_cur, a_panels, kc_packed, b.data + jc + jr + pc * b.depth_stride,
                               b.depth_stride, c_tile, ldc, static_cast<int>(wide), pc > 0);
               if (last && epilogue) {
                 for (int64_t j = 0; j < wide; j += nr) epilogue(ic, 1, jc + jr + j, nr, c_tile + j, ldc);
