@@ -207,7 +207,11 @@ CHECKS = {"edges": run_edge_checks, "strided": run_strided_checks, "in_place": r
 
 
 def run_checks_in_child(env_overrides, names):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env_overrides)
+    # The test decides the kernels: a FUSEDLAYERS_ISA or _BF16_KERNEL set for the whole
+    # run (to run other tests on a lower ISA) must not reach the child.
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("FUSEDLAYERS_ISA", "FUSEDLAYERS_BF16_KERNEL")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", **env_overrides)
     done = subprocess.run([sys.executable, __file__, *names], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
