@@ -1,5 +1,6 @@
 """The GEMM engine through the pybind11 harness: every block edge, every ISA path, determinism."""
 
+import functools
 import json
 import os
 import subprocess
@@ -21,10 +22,29 @@ def supported_isas():
     return isas
 
 
+def child_env(**overrides):
+    """This environment for a child process, less the kernel choices a whole run may have
+    forced (FUSEDLAYERS_ISA=avx2 to run other tests on a lower ISA): the test decides."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("FUSEDLAYERS_ISA", "FUSEDLAYERS_BF16_KERNEL")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", **overrides)
+    return env
+
+
+@functools.lru_cache(maxsize=None)
+def best_bf16_kernel():
+    """The bf16 kernel the engine picks with nothing forced, asked of a fresh process
+    (this one may run under a forced ISA)."""
+    done = subprocess.run([sys.executable, "-c", "from fusedlayers import _native; print(_native.bf16_kernel())"],
+                          env=child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()[-1]
+
+
 def bf16_kernel_for(isa):
-    """The bf16 kernel the engine picks under `isa` (see gemm_bf16_kernel): this
-    process's own for the best ISA, none (widen) below avx512."""
-    return _native.bf16_kernel() if isa == "avx512" else "widen"
+    """The bf16 kernel the engine picks under `isa` (see gemm_bf16_kernel): the best
+    one for avx512, none (widen) below."""
+    return best_bf16_kernel() if isa == "avx512" else "widen"
 
 
 def supported_bf16_kernels():
@@ -207,13 +227,8 @@ CHECKS = {"edges": run_edge_checks, "strided": run_strided_checks, "in_place": r
 
 
 def run_checks_in_child(env_overrides, names):
-    # The test decides the kernels: a FUSEDLAYERS_ISA or _BF16_KERNEL set for the whole
-    # run (to run other tests on a lower ISA) must not reach the child.
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("FUSEDLAYERS_ISA", "FUSEDLAYERS_BF16_KERNEL")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="3", **env_overrides)
-    done = subprocess.run([sys.executable, __file__, *names], env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run([sys.executable, __file__, *names], env=child_env(**env_overrides),
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -233,8 +248,7 @@ def test_bf16_checks_with_each_kernel_forced(kernel):
 
 
 def test_bf16_kernel_forced_where_missing_widens_with_a_warning():
-    env = dict(os.environ, FUSEDLAYERS_ISA="avx2", FUSEDLAYERS_BF16_KERNEL="dpbf16",
-               TF_CPP_MIN_LOG_LEVEL="3")
+    env = child_env(FUSEDLAYERS_ISA="avx2", FUSEDLAYERS_BF16_KERNEL="dpbf16")
     done = subprocess.run([sys.executable, "-c", "from fusedlayers import _native; print(_native.bf16_kernel())"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -247,7 +261,7 @@ def test_bf16_layers_with_each_kernel_forced(kernel):
     """The bfloat16 dense and convolution op tests (forward, gradients, prologue and
     ones-row packing as bf16) with the bf16 path forced either way."""
     here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, FUSEDLAYERS_BF16_KERNEL=kernel, TF_CPP_MIN_LOG_LEVEL="3")
+    env = child_env(FUSEDLAYERS_BF16_KERNEL=kernel)
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", "bfloat16",
          os.path.join(here, "test_dense_op.py"), os.path.join(here, "test_conv2d.py"),
@@ -258,7 +272,7 @@ def test_bf16_layers_with_each_kernel_forced(kernel):
 
 
 def test_unknown_isa_name_falls_back_to_the_best_with_a_warning():
-    env = dict(os.environ, FUSEDLAYERS_ISA="sse9", TF_CPP_MIN_LOG_LEVEL="3")
+    env = child_env(FUSEDLAYERS_ISA="sse9")
     done = subprocess.run([sys.executable, "-c", "from fusedlayers import _native; print(_native.kernel_isa())"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
