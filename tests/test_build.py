@@ -11,6 +11,7 @@ def test_build_info_names_versions_and_isa():
     assert info["tensorflow_runtime"].startswith("2.21")
     assert info["tensorflow_built_against"].startswith("2.21")
     assert info["kernel_isa"] in ("avx512", "avx2", "portable")
+    assert info["bf16_kernel"] in ("amx", "dpbf16", "widen")
     assert isinstance(info["cpu_features"]["avx2"], bool)
 
 

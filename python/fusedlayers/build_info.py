@@ -20,6 +20,7 @@ def build_info():
         "cpu": features.get("brand") or platform.processor(),
         "cpu_features": {k: v for k, v in features.items() if isinstance(v, bool)},
         "kernel_isa": _native.kernel_isa(),
+        "bf16_kernel": _native.bf16_kernel(),
         "cuda": False,
     }
 

@@ -47,6 +47,7 @@ def describe(argv):
         "command": " ".join(["fusedlayers-bench", *argv]),
         "cpu": _cpu_model(info),
         "kernel_isa": info.get("kernel_isa"),
+        "bf16_kernel": info.get("bf16_kernel"),
         "cores": os.cpu_count(),
         "usable_cores": usable_cores(),
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],

@@ -116,7 +116,8 @@ def header_lines(header, peak):
         ("command", f"`{header['command']}`"),
         ("date", header["date_utc"]),
         ("CPU", header["cpu"]),
-        ("fused kernels dispatched to", f"`{header['kernel_isa']}`"),
+        ("fused kernels dispatched to",
+         f"`{header['kernel_isa']}`, bfloat16: `{header.get('bf16_kernel')}`"),
         ("CPU features", ", ".join(k for k, v in info.get("cpu_features", {}).items() if v)),
         ("cores", f"{header['cores']} ({header['usable_cores']} usable, TF intra-op threads: "
                   f"{header['intra_op_threads']})"),
