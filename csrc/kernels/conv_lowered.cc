@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "column_sums.h"
 #include "dtype.h"
 #include "gemm_operands.h"
 
@@ -224,9 +225,7 @@ void add_channel_sums(const Acc* dz, int64_t images, int64_t pixels_per_image, i
   std::vector<Acc> partial(images * channels, Acc(0));
   runner.run(images, [&](int64_t image) {
     Acc* part = partial.data() + image * channels;
-    const Acc* src = dz + image * pixels_per_image * channels;
-    for (int64_t p = 0; p < pixels_per_image; ++p)
-      for (int64_t c = 0; c < channels; ++c) part[c] += src[p * channels + c];
+    add_column_sums(dz + image * pixels_per_image * channels, pixels_per_image, channels, part);
   });
   for (int64_t image = 0; image < images; ++image)
     for (int64_t c = 0; c < channels; ++c) sums[c] += partial[image * channels + c];

@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "column_sums.h"
 #include "dtype.h"
 #include "gemm_operands.h"
 
@@ -24,18 +25,6 @@ struct RowBlocks {
                                : std::clamp<int64_t>(m * n / kBlockElements, 1, kMaxBlocks)),
         rows(count == 0 ? 0 : (m + count - 1) / count) {}
 };
-
-// Adds the rows of v [rows, n] into its first row pairwise: contiguous adds that
-// vectorize whatever n, in an order fixed by the shape.
-template <typename Acc>
-void fold_rows(Acc* v, int64_t rows, int64_t n) {
-  while (rows > 1) {
-    const int64_t half = rows / 2, upper = rows - half;
-    const Acc* top = v + upper * n;
-    for (int64_t e = 0; e < half * n; ++e) v[e] += top[e];
-    rows = upper;
-  }
-}
 
 // db[j] = sum over the m rows of dz = dy * act'(y, z), in the accumulation type. dz is
 // formed a chunk of whole rows at a time (or of one row's columns, for a wide one) and
