@@ -169,6 +169,11 @@ PYTHON_CASES = [
      r"Unsupported activation 'mish'"),
     ("layer_dtype", TypeError, lambda: fl.Dense(3, dtype="int32"),
      r"dtype must be floating .*got int32"),
+    ("channels_first_uncountable", ValueError,
+     lambda: fl.Conv2D(1, 1, data_format="channels_first")(tf.zeros((2**62, 0, 1, 2))),
+     r"inputs: expected a shape whose transposed form counts at most 2\^63 - 1 elements up "
+     r"to its first zero dimension .*got \[4611686018427387904, 0, 1, 2\], transposed "
+     r"\[4611686018427387904, 1, 2, 0\]"),
 ]
 
 

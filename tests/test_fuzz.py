@@ -354,6 +354,19 @@ REGRESSIONS = {
     # y and the tape's ones refused under the worker's memory cap: 10 s a refusal with
     # oneDNN's allocator, 43 s in all (a hang when loaded) before the worker turned it off.
     "refused-8GiB-output": huge_empty_dense_case(2**31 - 1, 1),
+    # Channels-first inputs whose channels-last form TensorFlow cannot count ([N, H, W, 0]
+    # with N H W beyond int64): the layers' transpose aborted TensorFlow in its tape.
+    "channels-last-uncountable": {
+        "target": "conv2d_transpose_layer_tape", "mode": "function", "seed": 0,
+        "args": {"ctor": {"filters": 1, "kernel_size": [1, 1], "strides": [1, 2],
+                          "padding": "same", "data_format": "channels_first",
+                          "use_bias": False, "dtype": "float32"},
+                 "x": {"shape": [2**31 - 1, 0, 2**31 - 1, 3], "dtype": "float32"}}},
+    "keras-channels-last-uncountable": {
+        "target": "keras_conv2d_layer_tape", "mode": "function", "seed": 0,
+        "args": {"ctor": {"filters": 1, "kernel_size": [1, 1], "data_format": "channels_first",
+                          "use_bias": False, "dtype": "float32"},
+                 "x": {"shape": [2**62, 0, 1, 2], "dtype": "float32"}}},
 }
 
 

@@ -4,12 +4,10 @@ import keras
 import tensorflow as tf
 
 from fusedlayers import activations
+from fusedlayers._layout import TO_CHANNELS_FIRST, TO_CHANNELS_LAST, transpose
 from fusedlayers.layer import Layer, serialize_or_none
 from fusedlayers.ops import fused_conv2d, fused_conv2d_transpose
 from fusedlayers.ops._conv import normalize_padding, normalize_pair
-
-_TO_NHWC = (0, 2, 3, 1)
-_TO_NCHW = (0, 3, 1, 2)
 
 
 def _pair_at_least(value, arg_name, minimum=1):
@@ -99,9 +97,12 @@ class _Conv2DBase(Layer):
                 f"{self.name}: expected inputs with {self.input_channels} channels "
                 f"({self.data_format}), got shape {inputs.shape} ({channels} channels)"
             )
-        x = inputs if self.data_format == "channels_last" else tf.transpose(inputs, _TO_NHWC)
+        if self.data_format == "channels_last":
+            return self._fused_nhwc(inputs, self._cast_variable(self.kernel),
+                                    self._cast_variable(self.bias))
+        x = transpose(inputs, TO_CHANNELS_LAST, f"{self.name}: inputs")
         y = self._fused_nhwc(x, self._cast_variable(self.kernel), self._cast_variable(self.bias))
-        return y if self.data_format == "channels_last" else tf.transpose(y, _TO_NCHW)
+        return transpose(y, TO_CHANNELS_FIRST, f"{self.name}: outputs")
 
     def get_config(self):
         ser = keras.initializers.serialize

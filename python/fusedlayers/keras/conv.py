@@ -1,13 +1,10 @@
 """Conv2D and Conv2DTranspose: the stock Keras layers whose call() is one fused conv + bias + activation op."""
 
 import keras
-import tensorflow as tf
 
+from fusedlayers._layout import TO_CHANNELS_FIRST, TO_CHANNELS_LAST, transpose
 from fusedlayers.keras import _support
 from fusedlayers.ops import fused_conv2d, fused_conv2d_transpose
-
-_TO_NHWC = (0, 2, 3, 1)
-_TO_NCHW = (0, 3, 1, 2)
 
 
 class _FusedConvMixin(_support.FusedLayerMixin):
@@ -23,11 +20,11 @@ class _FusedConvMixin(_support.FusedLayerMixin):
         x = keras.ops.cast(inputs, self.compute_dtype)
         channels_first = self.data_format == "channels_first"
         if channels_first:
-            x = tf.transpose(x, _TO_NHWC)
+            x = transpose(x, TO_CHANNELS_LAST, f"{self.name}: inputs")
         outputs = self._fused_nhwc(
             x, self.compute_cast(self.kernel), self.compute_cast(self.bias), fused_activation)
         if channels_first:
-            outputs = tf.transpose(outputs, _TO_NCHW)
+            outputs = transpose(outputs, TO_CHANNELS_FIRST, f"{self.name}: outputs")
         return outputs if post_activation is None else post_activation(outputs)
 
 
