@@ -192,6 +192,14 @@ def test_layer_input_depth_change_names_expected_and_received():
         layer(ones((2, 4)))
 
 
+def test_layer_scalar_input_after_build_names_expected_and_received():
+    layer = fl.Dense(1)
+    layer(ones((0, 1)))
+    with pytest.raises(ValueError, match=r"expected inputs with last dimension 1, got shape "
+                                         r"\(\) \(no last dimension\)"):
+        layer(ones(()))
+
+
 def test_raw_op_dtype_mismatch_is_rejected_by_tensorflow_before_the_kernel():
     """The T attribute ties every input's dtype; TensorFlow's own checks name the input."""
     call = raw_dense(ones((2, 3)), tf.ones((3, 4), tf.float64))

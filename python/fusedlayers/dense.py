@@ -65,10 +65,13 @@ class Dense(Layer):
             )
 
     def _call(self, inputs):
-        if inputs.shape.rank is not None and inputs.shape[-1] not in (None, self.input_dim):
+        rank = inputs.shape.rank
+        last = inputs.shape[-1] if rank else None  # a scalar has none
+        if rank is not None and (rank == 0 or last not in (None, self.input_dim)):
+            found = "no last dimension" if rank == 0 else f"last dimension {last}"
             raise ValueError(
                 f"{self.name}: expected inputs with last dimension {self.input_dim}, got shape "
-                f"{inputs.shape} (last dimension {inputs.shape[-1]})"
+                f"{inputs.shape} ({found})"
             )
         return fused_dense(
             inputs, self._cast_variable(self.kernel), self._cast_variable(self.bias),
