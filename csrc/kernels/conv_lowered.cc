@@ -23,7 +23,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "column_sums.h"
@@ -72,33 +71,6 @@ TapRange tap_range(const ConvAxis& a, int64_t j) {
   return r;
 }
 
-// dst[e] = src[e] as In for e < n. With few input channels the runs are short (a
-// 4-tap kernel row of one channel is 4 elements, and im2col copies one per output
-// pixel and kernel row): same-type runs up to 64 bytes go as two overlapping
-// fixed-size copies, not through a loop sized at run time.
-template <typename S, typename In>
-inline void copy_run(const S* src, int64_t n, In* dst) {
-  if constexpr (std::is_same_v<S, In>) {
-    const size_t bytes = static_cast<size_t>(n) * sizeof(In);
-    const char* from = reinterpret_cast<const char*>(src);
-    char* to = reinterpret_cast<char*>(dst);
-    if (bytes >= 8 && bytes <= 16) {
-      std::memcpy(to, from, 8);
-      std::memcpy(to + bytes - 8, from + bytes - 8, 8);
-    } else if (bytes > 16 && bytes <= 32) {
-      std::memcpy(to, from, 16);
-      std::memcpy(to + bytes - 16, from + bytes - 16, 16);
-    } else if (bytes > 32 && bytes <= 64) {
-      std::memcpy(to, from, 32);
-      std::memcpy(to + bytes - 32, from + bytes - 32, 32);
-    } else {
-      std::memcpy(to, from, bytes);
-    }
-  } else {
-    for (int64_t e = 0; e < n; ++e) dst[e] = operand_as<In>(src[e]);
-  }
-}
-
 // L for `images` images whose big tensor starts at `big`, stored as the GEMM's operand
 // type In; one task per small row.
 template <typename S, typename In>
@@ -122,7 +94,7 @@ void im2col(const ConvGeometry& g, const Lowering& s, const S* big, int64_t imag
         if (g.w.dilation == 1) {  // the taps in range are one contiguous run
           const S* src = src_row + (w.b0 + w.lo) * s.cb;
           In* o = out + w.lo * s.cb;
-          copy_run<S, In>(src, (w.hi - w.lo) * s.cb, o);
+          for (int64_t e = 0; e < (w.hi - w.lo) * s.cb; ++e) o[e] = operand_as<In>(src[e]);
         } else {
           for (int64_t tw = w.lo; tw < w.hi; ++tw) {
             const S* src = src_row + (w.b0 + tw * g.w.dilation) * s.cb;

@@ -54,18 +54,30 @@ const IsaKernels& active_kernels() {
 
 const char* gemm_kernel_isa() { return active_kernels().isa; }
 
+namespace {
+
+// FUSEDLAYERS_BF16_KERNEL as set at first use ("" when unset).
+const std::string& forced_bf16_kernel() {
+  static const std::string name = [] {
+    const char* forced = std::getenv("FUSEDLAYERS_BF16_KERNEL");
+    return std::string(forced ? forced : "");
+  }();
+  return name;
+}
+
+}  // namespace
+
 const Bf16Kernels* active_bf16_kernels() {
   static const Bf16Kernels* chosen = []() -> const Bf16Kernels* {
     const CpuFeatures& f = cpu_features();
     const bool has_dpbf16 = f.avx512_bf16 && std::string(active_kernels().isa) == "avx512";
-    const char* forced = std::getenv("FUSEDLAYERS_BF16_KERNEL");
-    const std::string name = forced ? forced : "";
+    const std::string& name = forced_bf16_kernel();
     if (name == "widen") return nullptr;
     if (!name.empty() && name != "dpbf16" && name != "amx") {
       std::fprintf(stderr,
                    "fusedlayers: FUSEDLAYERS_BF16_KERNEL must be amx, dpbf16 or widen; got '%s', "
                    "using the best the CPU has\n",
-                   forced);
+                   name.c_str());
     }
     // AMX only where the OS grants the tile state (asked for only when it may be used).
     const bool amx_allowed = name != "dpbf16";
@@ -75,7 +87,7 @@ const Bf16Kernels* active_bf16_kernels() {
                    "fusedlayers: FUSEDLAYERS_BF16_KERNEL=%s is not available here (amx needs "
                    "AMX-BF16 and the OS's tile state, dpbf16 AVX512_BF16, both the avx512 ISA); "
                    "using %s\n",
-                   forced, has_amx ? "amx" : has_dpbf16 ? "dpbf16" : "widen (bfloat16 widened to float)");
+                   name.c_str(), has_amx ? "amx" : has_dpbf16 ? "dpbf16" : "widen (bfloat16 widened to float)");
     }
     if (has_amx) return &amx_kernels();
     return has_dpbf16 ? &avx512_bf16_kernels() : nullptr;
@@ -97,11 +109,8 @@ constexpr int64_t kPairsMaxReuse = 64;
 bool gemm_packs_bf16(int64_t reuse) {
   const Bf16Kernels* k = active_bf16_kernels();
   if (!k) return false;
-  static const bool forced = [] {
-    const char* name = std::getenv("FUSEDLAYERS_BF16_KERNEL");
-    return name && std::string(name) == "dpbf16";
-  }();
-  return forced || std::strcmp(k->name, "amx") == 0 || reuse <= kPairsMaxReuse;
+  return forced_bf16_kernel() == "dpbf16" || std::strcmp(k->name, "amx") == 0 ||
+         reuse <= kPairsMaxReuse;
 }
 
 void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int panel,
