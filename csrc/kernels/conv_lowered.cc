@@ -14,9 +14,11 @@
 //                      input    dx = L(dz) K
 //                      weights  dK = L(dz)ᵀ x, db = dz summed per channel
 // dz = dy * act'(y, z) is packed with the engine's prologue when it is the small
-// tensor, and materialized per group when it is the big one. A group holds at most
-// kGroupBudget elements of L and of the big tensor, so memory stays bounded; every
-// sum runs in an order fixed by the shape, so results do not depend on threads.
+// tensor, and materialized per group when it is the big one. A group holds about
+// kGroupBudget elements of L and of the big tensor, so memory stays bounded and a
+// group's working set stays in one core's L2; with enough groups, each runs whole on
+// one thread (for_each_group). Every sum runs in an order fixed by the shape, so
+// results do not depend on threads.
 #include "conv_lowered.h"
 
 #include <algorithm>
@@ -32,10 +34,27 @@
 namespace fusedlayers {
 namespace {
 
-constexpr int64_t kGroupBudget = int64_t{1} << 20;  // elements
+// Elements of L (or of the big tensor) per group of images: 1 MiB of float, so that L,
+// the products and the engine's packed panels stay in a 2 MiB L2. Against 4 MiB groups,
+// one thread (native harness, ms): Conv2D 31x31x32->64 k4 s2 3.2 -> 2.7, 64x64x3->32
+// 1.6 -> 1.3; Conv2DTranspose 16x16x128->64 k4 s2 16.3 -> 15.3.
+constexpr int64_t kGroupBudget = int64_t{1} << 18;
+// ...but at least this many small positions per group (rows of each product) where
+// one image's size allows: every group packs the whole kernel again (Conv2DTranspose
+// 8x8x256->128, 64 positions an image: 2 images a group 15.1 ms, 4 images 13.9 ms).
+constexpr int64_t kMinGroupRows = 256;
+// The lowered method takes an image whose L (and big tensor) has at most this many
+// elements; larger images run the implicit method (conv.cc).
+constexpr int64_t kMaxImageElements = int64_t{1} << 20;
 
 // This file's per-thread scratch slots (gemm_operands.h's packing uses 0 to 2).
-enum ScratchSlot { kLoweredSlot = 3, kRowSumsSlot = 4, kDzSlot = 5, kKernelGradSlot = 6 };
+enum ScratchSlot {
+  kLoweredSlot = 3,
+  kRowSumsSlot = 4,
+  kDzSlot = 5,
+  kKernelGradSlot = 6,
+  kGroupSumsSlot = 7
+};
 
 // Sizes derived from the geometry; `row` is L's row length and K's row count.
 struct Lowering {
@@ -53,7 +72,10 @@ Lowering lowering_of(const ConvGeometry& g) {
   s.cs = g.small_channels;
   s.row = g.h.kernel * g.w.kernel * s.cb;
   const int64_t per_image = std::max({s.small_image * s.row, s.big_image * s.cb, int64_t{1}});
-  s.group = std::clamp<int64_t>(kGroupBudget / per_image, 1, std::max<int64_t>(g.batch, 1));
+  const int64_t for_rows = std::min((kMinGroupRows + s.small_image - 1) / std::max<int64_t>(s.small_image, 1),
+                                    kMaxImageElements / per_image);
+  s.group = std::clamp<int64_t>(std::max(kGroupBudget / per_image, for_rows), 1,
+                                std::max<int64_t>(g.batch, 1));
   return s;
 }
 
@@ -203,6 +225,76 @@ void add_channel_sums(const Acc* dz, int64_t images, int64_t pixels_per_image, i
     for (int64_t c = 0; c < channels; ++c) sums[c] += partial[image * channels + c];
 }
 
+int64_t group_count(const ConvGeometry& g, const Lowering& s) {
+  return (g.batch + s.group - 1) / s.group;
+}
+
+// Whether groups run one per thread: with at least as many groups as threads. Otherwise
+// the groups run one after another, each phase split across the threads.
+bool groups_in_parallel(const ConvGeometry& g, const Lowering& s, const TaskRunner& runner) {
+  return runner.num_threads() > 1 && group_count(g, s) >= runner.num_threads();
+}
+
+// fn(n0, images, runner) for each group of images, where runner is the one fn's phases
+// split across: a whole group on one thread keeps its lowering, product and scatter in
+// that core's L2 with no barrier between them (two threads, native harness, ms: Conv2D
+// 31x31x32->64 k4 s2 2.45 -> 1.52, 64x64x3->32 1.38 -> 0.77; Conv2DTranspose
+// 16x16x128->64 k4 s2 10.6 -> 8.1). Group boundaries come from the shape alone and a
+// group's sums do not depend on the runner, so results are the same either way.
+template <typename Fn>
+void for_each_group(const ConvGeometry& g, const Lowering& s, TaskRunner& runner, Fn&& fn) {
+  auto run_group = [&](int64_t group, TaskRunner& group_runner) {
+    const int64_t n0 = group * s.group;
+    fn(n0, std::min(s.group, g.batch - n0), group_runner);
+  };
+  const int64_t groups = group_count(g, s);
+  if (groups_in_parallel(g, s, runner)) {
+    runner.run(groups, [&](int64_t group) {
+      SerialRunner serial;
+      run_group(group, serial);
+    });
+  } else {
+    for (int64_t group = 0; group < groups; ++group) run_group(group, runner);
+  }
+}
+
+// for_each_group for passes that also sum over the batch (weight gradients):
+// fn(n0, images, runner, share) adds its group's share into `share` (count elements,
+// zeroed for it), and sum += each share in group order, so the result is the same on
+// any thread count. Groups run in waves of one per thread, a share each.
+template <typename Acc, typename Fn>
+void for_each_group_summing(const ConvGeometry& g, const Lowering& s, TaskRunner& runner,
+                            int64_t count, Acc* sum, Fn&& fn) {
+  const int64_t groups = group_count(g, s);
+  const int64_t wave = groups_in_parallel(g, s, runner) ? runner.num_threads() : 1;
+  Acc* shares = packing_scratch<Acc, kGroupSumsSlot>(wave * count);
+  constexpr int64_t kChunk = 4096;  // elements of sum per task of the in-order additions
+  for (int64_t first = 0; first < groups; first += wave) {
+    const int64_t in_wave = std::min(wave, groups - first);
+    auto run_group = [&](int64_t slot, TaskRunner& group_runner) {
+      Acc* share = shares + slot * count;
+      std::fill(share, share + count, Acc(0));
+      const int64_t n0 = (first + slot) * s.group;
+      fn(n0, std::min(s.group, g.batch - n0), group_runner, share);
+    };
+    if (wave > 1) {
+      runner.run(in_wave, [&](int64_t slot) {
+        SerialRunner serial;
+        run_group(slot, serial);
+      });
+    } else {
+      run_group(0, runner);
+    }
+    runner.run((count + kChunk - 1) / kChunk, [&](int64_t chunk) {
+      const int64_t begin = chunk * kChunk, end = std::min(count, begin + kChunk);
+      for (int64_t slot = 0; slot < in_wave; ++slot) {
+        const Acc* share = shares + slot * count;
+        for (int64_t e = begin; e < end; ++e) sum[e] += share[e];
+      }
+    });
+  }
+}
+
 // An epilogue adding each tile into c (ldc), which holds the earlier groups' sum.
 template <typename Acc>
 TileEpilogue<Acc> add_into(Acc* c, int64_t ldc) {
@@ -240,7 +332,7 @@ bool conv_lowered_fits(const ConvGeometry& g) {
       double(g.h.small) * double(g.w.small) * double(g.h.kernel) * double(g.w.kernel) *
       double(g.big_channels);
   const double big = double(g.h.big) * double(g.w.big) * double(g.big_channels);
-  return std::max(lowered, big) <= double(kGroupBudget);
+  return std::max(lowered, big) <= double(kMaxImageElements);
 }
 
 // Each pass below packs its operands as In (see with_packed_type): L is built as In,
@@ -252,9 +344,8 @@ void lowered_conv2d_forward_as(const ConvForwardArgs<T>& a, TaskRunner& runner) 
   const ConvGeometry& g = a.geometry;
   const Lowering s = lowering_of(g);
   const auto k_cols = strided_source<T, In>(a.kernel, s.cs, s.row, 1, s.cs);  // Kᵀ
-  In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
-  for (int64_t n0 = 0; n0 < g.batch; n0 += s.group) {
-    const int64_t images = std::min(s.group, g.batch - n0);
+  for_each_group(g, s, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
+    In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
     im2col<T, In>(g, s, a.x + n0 * s.big_image * s.cb, images, lowered, runner);
     const auto l_rows = strided_source<In, In>(lowered, images * s.small_image, s.row, s.row, 1);
     const int64_t first = n0 * s.small_image * s.cs;
@@ -267,7 +358,7 @@ void lowered_conv2d_forward_as(const ConvForwardArgs<T>& a, TaskRunner& runner) 
                                           z ? z + off : nullptr);
               },
               runner, output_accumulator<T, Acc>(y, s.cs));
-  }
+  });
 }
 
 template <typename T, typename In>
@@ -279,13 +370,14 @@ void lowered_conv2d_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
   const bool with_bias = a.dbias != nullptr;
   const auto k_rows = strided_source<T, In>(a.kernel, s.row, s.cs, s.cs, 1);  // K
-  Acc* products = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
-  In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
   const int64_t dk_rows = s.row + (with_bias ? 1 : 0);
   Acc* dk = packing_scratch<Acc, kKernelGradSlot>(dk_rows * s.cs);
   std::fill(dk, dk + dk_rows * s.cs, Acc(0));
-  for (int64_t n0 = 0; n0 < g.batch; n0 += s.group) {
-    const int64_t images = std::min(s.group, g.batch - n0), positions = images * s.small_image;
+  for_each_group_summing<Acc>(g, s, runner, dk_rows * s.cs, dk, [&](int64_t n0, int64_t images,
+                                                                     TaskRunner& runner, Acc* dk) {
+    const int64_t positions = images * s.small_image;
+    Acc* products = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
+    In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
     const int64_t off = n0 * s.small_image * s.cs;
     const ActivationGradPrologue<T> pro = shifted(prologue, off);
     // dx = col2im(dz Kᵀ), the product summed in L's buffer (when In is Acc).
@@ -298,7 +390,7 @@ void lowered_conv2d_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner
     const auto lt = strided_source<In, In>(lowered, s.row, positions, 1, s.row, nullptr, with_bias);
     const auto dzt = strided_source<T, In>(a.dy + off, s.cs, positions, 1, s.cs, &pro);
     gemm_split_depth<In>(lt, dzt, add_into(dk, s.cs), runner);
-  }
+  });
   store_run(dk, s.row * s.cs, a.dkernel);
   if (with_bias) store_run(dk + s.row * s.cs, s.cs, a.dbias);
 }
@@ -310,14 +402,13 @@ void lowered_conv2d_transpose_forward_as(const ConvForwardArgs<T>& a, TaskRunner
   const Lowering s = lowering_of(g);
   const AxisReach reach_h = axis_reach(g.h);
   const auto k_rows = strided_source<T, In>(a.kernel, s.row, s.cs, s.cs, 1);  // K
-  Acc* p = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
-  for (int64_t n0 = 0; n0 < g.batch; n0 += s.group) {
-    const int64_t images = std::min(s.group, g.batch - n0);
+  for_each_group(g, s, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
+    Acc* p = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
     const auto x_rows = strided_source<T, In>(a.x + n0 * s.small_image * s.cs,
                                               images * s.small_image, s.cs, s.cs, 1);
     gemm<In>(x_rows, k_rows, {}, runner, GemmAccumulator<Acc>{p, s.row});
     col2im_bias_act<T, Acc>(g, s, reach_h, p, n0, images, a.bias, a.act, a.y, a.z, runner);
-  }
+  });
 }
 
 template <typename T, typename In>
@@ -327,13 +418,16 @@ void lowered_conv2d_transpose_backward_as(const ConvBackwardArgs<T>& a, TaskRunn
   const Lowering s = lowering_of(g);
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
   const auto k_cols = strided_source<T, In>(a.kernel, s.cs, s.row, 1, s.cs);  // Kᵀ
-  In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
-  Acc* dz = packing_scratch<Acc, kDzSlot>(s.group * s.big_image * s.cb);
-  Acc* dk = packing_scratch<Acc, kKernelGradSlot>(s.row * s.cs + s.cb);
-  Acc* db = dk + s.row * s.cs;
-  std::fill(dk, dk + s.row * s.cs + s.cb, Acc(0));
-  for (int64_t n0 = 0; n0 < g.batch; n0 += s.group) {
-    const int64_t images = std::min(s.group, g.batch - n0), positions = images * s.small_image;
+  // [dK; db]
+  const int64_t dk_count = s.row * s.cs + s.cb;
+  Acc* dk = packing_scratch<Acc, kKernelGradSlot>(dk_count);
+  std::fill(dk, dk + dk_count, Acc(0));
+  for_each_group_summing<Acc>(g, s, runner, dk_count, dk, [&](int64_t n0, int64_t images,
+                                                               TaskRunner& runner, Acc* dk) {
+    const int64_t positions = images * s.small_image;
+    In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
+    Acc* dz = packing_scratch<Acc, kDzSlot>(s.group * s.big_image * s.cb);
+    Acc* db = dk + s.row * s.cs;
     activation_grad<T, Acc>(prologue, a.dy, n0 * s.big_image * s.cb, images * s.big_image * s.cb,
                             dz, runner);
     if (a.dbias) add_channel_sums<Acc>(dz, images, s.big_image, s.cb, db, runner);
@@ -348,9 +442,9 @@ void lowered_conv2d_transpose_backward_as(const ConvBackwardArgs<T>& a, TaskRunn
     const auto xt = strided_source<T, In>(a.x + n0 * s.small_image * s.cs, s.cs, positions, 1,
                                           s.cs);
     gemm_split_depth<In>(lt, xt, add_into(dk, s.cs), runner);
-  }
+  });
   store_run(dk, s.row * s.cs, a.dkernel);
-  if (a.dbias) store_run(db, s.cb, a.dbias);
+  if (a.dbias) store_run(dk + s.row * s.cs, s.cb, a.dbias);
 }
 
 namespace {
