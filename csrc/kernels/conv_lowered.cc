@@ -14,9 +14,9 @@
 //                      input    dx = L(dz) K
 //                      weights  dK = L(dz)ᵀ x, db = dz summed per channel
 // dz = dy * act'(y, z) is packed with the engine's prologue when it is the small
-// tensor, and materialized per group when it is the big one. A group holds about
-// kGroupBudget elements of L and of the big tensor, so memory stays bounded and a
-// group's working set stays in one core's L2; with enough groups, each runs whole on
+// tensor, and materialized per group when it is the big one. A group holds about a
+// budget of elements of L and of the big tensor, so memory stays bounded (and a forward
+// group's working set stays in one core's L2); with enough groups, each runs whole on
 // one thread (for_each_group). Every sum runs in an order fixed by the shape, so
 // results do not depend on threads.
 #include "conv_lowered.h"
@@ -34,20 +34,32 @@
 namespace fusedlayers {
 namespace {
 
-// Elements of L (or of the big tensor) per group of images: 1 MiB of float, so that L,
-// the products and the engine's packed panels stay in a 2 MiB L2. Against 4 MiB groups,
-// one thread (native harness, ms): Conv2D 31x31x32->64 k4 s2 3.2 -> 2.7, 64x64x3->32
-// 1.6 -> 1.3; Conv2DTranspose 16x16x128->64 k4 s2 16.3 -> 15.3.
-constexpr int64_t kGroupBudget = int64_t{1} << 18;
+// Elements of L (or of the big tensor) per group of images. Forward: 1 MiB of float, so
+// that L, the products and the engine's packed panels stay in a 2 MiB L2 (against 4 MiB
+// groups, two threads, native harness, ms: Conv2D 31x31x32->64 k4 s2 1.95 -> 1.54,
+// 64x64x3->32 1.04 -> 0.80, Conv2DTranspose 16x16x128->64 k4 s2 8.9 -> 7.9). Backward:
+// 4 MiB, as each group's weight gradient is a product as deep as the group's positions,
+// summed into the total once per group, and each group packs the kernel again (against
+// 1 MiB: Conv2DTranspose 16x16x128->64 22 -> 18 ms, 8x8x256->128 17 -> 16 ms, Conv2D
+// 31x31x32->64 5.6 -> 4.6 ms).
+constexpr int64_t kForwardGroupBudget = int64_t{1} << 18;
+constexpr int64_t kBackwardGroupBudget = int64_t{1} << 20;
 // ...but at least this many small positions per group (rows of each product) where
 // one image's size allows: every group packs the whole kernel again (Conv2DTranspose
-// 8x8x256->128, 64 positions an image: 2 images a group 15.1 ms, 4 images 13.9 ms).
+// 8x8x256->128 forward, 64 positions an image: 2 images a group 15.1 ms, 4 images
+// 13.9 ms on one thread).
 constexpr int64_t kMinGroupRows = 256;
+// ...and at least this many groups where the batch allows, so that two threads can
+// take a group each (Conv2D 13x13x32->64 backward, batch 32: one group 1.12 ms, two
+// 0.77 ms).
+constexpr int64_t kMinGroups = 2;
 // The lowered method takes an image whose L (and big tensor) has at most this many
 // elements; larger images run the implicit method (conv.cc).
 constexpr int64_t kMaxImageElements = int64_t{1} << 20;
 
 // This file's per-thread scratch slots (gemm_operands.h's packing uses 0 to 2).
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 enum ScratchSlot {
   kLoweredSlot = 3,
   kRowSumsSlot = 4,
@@ -64,7 +76,8 @@ struct Lowering {
   int64_t group = 1;                       // images per group
 };
 
-Lowering lowering_of(const ConvGeometry& g) {
+// The sizes of g, in groups of images of about `budget` elements each.
+Lowering lowering_of(const ConvGeometry& g, int64_t budget) {
   Lowering s;
   s.small_image = g.h.small * g.w.small;
   s.big_image = g.h.big * g.w.big;
@@ -72,10 +85,14 @@ Lowering lowering_of(const ConvGeometry& g) {
   s.cs = g.small_channels;
   s.row = g.h.kernel * g.w.kernel * s.cb;
   const int64_t per_image = std::max({s.small_image * s.row, s.big_image * s.cb, int64_t{1}});
-  const int64_t for_rows = std::min((kMinGroupRows + s.small_image - 1) / std::max<int64_t>(s.small_image, 1),
+  const int64_t batch = std::max<int64_t>(g.batch, 1);
+  const int64_t for_rows = std::min(ceil_div(kMinGroupRows, std::max<int64_t>(s.small_image, 1)),
                                     kMaxImageElements / per_image);
-  s.group = std::clamp<int64_t>(std::max(kGroupBudget / per_image, for_rows), 1,
-                                std::max<int64_t>(g.batch, 1));
+  const int64_t largest = std::clamp<int64_t>(std::max(budget / per_image, for_rows), 1, batch);
+  // Groups of even sizes, which the threads share evenly (32 images at most 10 a
+  // group: 4 groups of 8 rather than 10, 10, 10 and 2).
+  const int64_t groups = std::min(batch, std::max(kMinGroups, ceil_div(batch, largest)));
+  s.group = ceil_div(batch, groups);
   return s;
 }
 
@@ -226,7 +243,7 @@ void add_channel_sums(const Acc* dz, int64_t images, int64_t pixels_per_image, i
 }
 
 int64_t group_count(const ConvGeometry& g, const Lowering& s) {
-  return (g.batch + s.group - 1) / s.group;
+  return ceil_div(g.batch, s.group);
 }
 
 // Whether groups run one per thread: with at least as many groups as threads. Otherwise
@@ -342,7 +359,7 @@ template <typename T, typename In>
 void lowered_conv2d_forward_as(const ConvForwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
-  const Lowering s = lowering_of(g);
+  const Lowering s = lowering_of(g, kForwardGroupBudget);
   const auto k_cols = strided_source<T, In>(a.kernel, s.cs, s.row, 1, s.cs);  // Kᵀ
   for_each_group(g, s, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
     In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
@@ -365,7 +382,7 @@ template <typename T, typename In>
 void lowered_conv2d_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
-  const Lowering s = lowering_of(g);
+  const Lowering s = lowering_of(g, kBackwardGroupBudget);
   const AxisReach reach_h = axis_reach(g.h);
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
   const bool with_bias = a.dbias != nullptr;
@@ -399,7 +416,7 @@ template <typename T, typename In>
 void lowered_conv2d_transpose_forward_as(const ConvForwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
-  const Lowering s = lowering_of(g);
+  const Lowering s = lowering_of(g, kForwardGroupBudget);
   const AxisReach reach_h = axis_reach(g.h);
   const auto k_rows = strided_source<T, In>(a.kernel, s.row, s.cs, s.cs, 1);  // K
   for_each_group(g, s, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
@@ -415,7 +432,7 @@ template <typename T, typename In>
 void lowered_conv2d_transpose_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
-  const Lowering s = lowering_of(g);
+  const Lowering s = lowering_of(g, kBackwardGroupBudget);
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
   const auto k_cols = strided_source<T, In>(a.kernel, s.cs, s.row, 1, s.cs);  // Kᵀ
   // [dK; db]
