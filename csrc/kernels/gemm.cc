@@ -381,8 +381,8 @@ struct GemmCall {
               mk.rows_from_pairs(packed_a, round_up(mc_cur, mr), kc_cur, static_cast<int>(mr), a_panels);
           }
           for (int64_t jr = 0; jr < nc_cur; jr += nr) {
-            if (mc_cur == 1 && mk.wide_nr > 0 && jr + mk.wide_nr <= in_place_cols) {
-              const int64_t wide = mk.wide_nr;
+            if (mc_cur == 1 && mk.wide_nr > 0 && jr < in_place_cols) {
+              const int64_t wide = std::min<int64_t>(mk.wide_nr, in_place_cols - jr);
               Acc* c_tile = c_at(ic, jc + jr);
               mk.wide_one_row(kc_cur, a_panels, kc_packed, b.data + jc + jr + pc * b.depth_stride,
                               b.depth_stride, c_tile, ldc, static_cast<int>(wide), pc > 0);

@@ -49,10 +49,10 @@ struct MicroKernel {
   // Tiles one vector wide, for C's last columns when at most narrow_nr are left (0:
   // none): the full-width tile would spend its FMAs on padding (N = 100 leaves 4 of
   // 32). Same operand layouts, the packed B panel still nr wide.
-  // A one-row tile wide_nr columns wide (0: none), for a C of one row whose B is read
-  // in place (a batch-1 dense layer): each depth step reads wide_nr contiguous
-  // elements of a B row, a run long enough for the hardware prefetcher, where nr
-  // columns read a line or two from each row's page.
+  // A one-row strip of up to wide_nr columns, a multiple of nr (0: none), for a C of
+  // one row whose B is read in place (a batch-1 dense layer): its sums kept in L1, each
+  // depth step reads one contiguous run of a B row as long as the strip, where an nr-wide
+  // tile reads a line or two from each row's page (see one_row_strip).
   int wide_nr;
   MicroTileFn<T> wide_one_row;
   int narrow_nr;

@@ -132,8 +132,40 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
   }
 }
 
-// Vectors in a one-row wide tile (see MicroKernel::wide_one_row).
-inline constexpr int kWideVectors = 16;
+// Columns of a one-row strip (see one_row_strip): its sums, 8 KiB of float, stay in L1.
+inline constexpr int kOneRowStripElements = 2048;
+// How many rows ahead of the one it sums a strip prefetches B.
+inline constexpr int kStripRowsAhead = 2;
+
+// One row of C, `cols` columns (a multiple of kLanes, at most kOneRowStripElements),
+// with B read in place and A packed (MR rows a depth step, row 0 used): the row's sums
+// are kept in an L1 buffer while each depth step reads one contiguous run of B's row,
+// cols elements long, so that a batch-1 dense layer streams its kernel row by row (a
+// register tile reads a kilobyte of each row per pass and visits each row's pages
+// again for every pass). Each sum runs from zero over the depth, one fma a step, and
+// is then stored or added to C, as in micro_tile, so the results are the same bits.
+template <class V, int MR>
+void one_row_strip(int64_t kc, const typename V::T* a, int64_t /*lda*/, const typename V::T* b,
+                   int64_t ldb, typename V::T* c, int64_t /*ldc*/, int cols, bool accumulate) {
+  using T = typename V::T;
+  constexpr int L = V::kLanes;
+  alignas(64) T sums[kOneRowStripElements];
+  for (int j = 0; j < cols; j += L) V::store(sums + j, V::zero());
+  for (int64_t p = 0; p < kc; ++p) {
+    const auto ap = V::broadcast(a + p * MR);
+    const T* row = b + p * ldb;
+    const T* ahead = b + (p + kStripRowsAhead) * ldb;
+    const bool fetch = p + kStripRowsAhead < kc;
+#pragma GCC unroll 4
+    for (int j = 0; j < cols; j += L) {
+      if (fetch) __builtin_prefetch(ahead + j);
+      V::store(sums + j, V::fma(ap, V::load(row + j), V::load(sums + j)));
+    }
+  }
+  for (int j = 0; j < cols; j += L) {
+    V::store(c + j, accumulate ? V::add(V::load(c + j), V::load(sums + j)) : V::load(sums + j));
+  }
+}
 
 // Whether V offers transpose_block (an in-register transpose for packing).
 template <class V>
@@ -273,8 +305,8 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
   ((k.by_rows_a_in_place[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, true>),
    ...);
   if constexpr (OperandsOf<V>::kDepthGroup == 1 && NV > 1) {
-    k.wide_nr = kWideVectors * V::kLanes;
-    k.wide_one_row = &micro_tile<V, MR, kWideVectors, 1, false>;
+    k.wide_nr = kOneRowStripElements;
+    k.wide_one_row = &one_row_strip<V, MR>;
   }
   if constexpr (NV > 1) {
     k.narrow_nr = V::kLanes;
