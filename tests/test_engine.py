@@ -124,7 +124,8 @@ def run_in_place_checks():
                                       (37, 2 * kc + 1, 3 * nr + 5, True), (16, 7, 70, True),
                                       (64, kc, 64, True), (5, 9, 2 * nr + 1, True),
                                       (1, kc + 5, 512 + nr + 3, False), (1, 2 * kc + 1, 300, False),
-                                      (1, 2 * kc + 3, 2 * 2048 + nr + 5, False)]:
+                                      (1, 2 * kc + 3, 2 * 2048 + nr + 5, False),
+                                      (1, kc + 7, 2 * nr - 3, False)]:
             a = rng.uniform(-1, 1, (m, k)).astype(dtype)
             b = rng.uniform(-1, 1, (n, k)).astype(dtype).T if b_transposed else (
                 rng.uniform(-1, 1, (k, n)).astype(dtype))

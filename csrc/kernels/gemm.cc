@@ -381,7 +381,8 @@ struct GemmCall {
               mk.rows_from_pairs(packed_a, round_up(mc_cur, mr), kc_cur, static_cast<int>(mr), a_panels);
           }
           for (int64_t jr = 0; jr < nc_cur; jr += nr) {
-            if (mc_cur == 1 && mk.wide_nr > 0 && jr < in_place_cols) {
+            // (A read in place, with few columns, is not in a_panels: the strip reads packed A.)
+            if (mc_cur == 1 && mk.wide_nr > 0 && jr < in_place_cols && !a_in_place) {
               const int64_t wide = std::min<int64_t>(mk.wide_nr, in_place_cols - jr);
               Acc* c_tile = c_at(ic, jc + jr);
               mk.wide_one_row(kc_cur, a_panels, kc_packed, b.data + jc + jr + pc * b.depth_stride,
