@@ -314,6 +314,7 @@ struct GemmCall {
   int64_t m, n, k;
   int64_t kc;  // depth step: the depth split into equal steps (of whole depth groups) of at most blocking.kc
   bool b_in_place;  // see reads_b_in_place
+  bool b_strips;    // see reads_b_in_strips
   bool a_in_place;  // see reads_a_in_place
 
   void run_task(int64_t task) const {
@@ -381,14 +382,15 @@ struct GemmCall {
               mk.rows_from_pairs(packed_a, round_up(mc_cur, mr), kc_cur, static_cast<int>(mr), a_panels);
           }
           for (int64_t jr = 0; jr < nc_cur; jr += nr) {
-            // (A read in place, with few columns, is not in a_panels: the strip reads packed A.)
-            if (mc_cur == 1 && mk.wide_nr > 0 && jr < in_place_cols && !a_in_place) {
-              const int64_t wide = std::min<int64_t>(mk.wide_nr, in_place_cols - jr);
+            // (A read in place, with few columns, is not in a_panels: strips read packed A.)
+            if (b_strips && jr < in_place_cols && !a_in_place) {
+              const int rows = static_cast<int>(mc_cur);
+              const int64_t wide = std::min(round_down(mk.strip_elements / rows, nr), in_place_cols - jr);
               Acc* c_tile = c_at(ic, jc + jr);
-              mk.wide_one_row(kc_cur, a_panels, kc_packed, b.data + jc + jr + pc * b.depth_stride,
-                              b.depth_stride, c_tile, ldc, static_cast<int>(wide), pc > 0);
+              mk.strip_by_rows[rows](kc_cur, a_panels, kc_packed, b.data + jc + jr + pc * b.depth_stride,
+                                     b.depth_stride, c_tile, ldc, static_cast<int>(wide), pc > 0);
               if (last && epilogue) {
-                for (int64_t j = 0; j < wide; j += nr) epilogue(ic, 1, jc + jr + j, nr, c_tile + j, ldc);
+                for (int64_t j = 0; j < wide; j += nr) epilogue(ic, rows, jc + jr + j, nr, c_tile + j, ldc);
               }
               jr += wide - nr;
               continue;
@@ -424,15 +426,41 @@ struct GemmCall {
 
 // Packing B costs about kPackCostFlops flops an element, repaid only by the rows of C
 // that reuse the packed panels; with few rows (a dense layer's small batch), the
-// micro-kernel reads a plain B whose rows are contiguous in place instead, each depth
-// step one contiguous run of nr columns (measured at 32 x 512 x 512: packing W took
-// more time than the micro-kernel). Pair-interleaved types (bf16) always pack B: a
-// plain matrix holds no depth pairs side by side along its columns.
+// micro-kernel reads a plain B whose rows are contiguous in place instead (measured at
+// 32 x 512 x 512: packing W took more time than the micro-kernel). Pair-interleaved
+// types (bf16) always pack B: a plain matrix holds no depth pairs side by side along
+// its columns.
 constexpr int64_t kInPlaceBMaxRows = 64;
+// A register tile reads nr columns of B in place, a line or two of each B row per
+// depth step. With rows two pages long or more, those lines fall into a few cache sets
+// and come from memory again for every tile of rows (dense 32 x 4096 -> 4096, one
+// thread: 21 ms in place, 13.5 ms packed; 16 x 4096 -> 4096: 12.2 -> 10.3 ms), so such
+// a B is read in place only by strips (see reads_b_in_strips), and packed for more rows.
+constexpr int64_t kLongRowBytes = 8192;
+// Strips (MicroKernel::strip_by_rows) sum a C of at most this many rows whatever B's
+// rows, up to the tile's rows where B's rows are long: a strip is bound by storing its
+// sums (about one FMA a cycle), a register tile by B's memory traffic. Dense, one
+// thread, register tiles -> strips: 2 x 4096 -> 4096 6.9 -> 2.5 ms, 8 x 4096 -> 4096
+// 9.0 -> 3.9 ms, 4 x 1024 -> 1024 0.27 -> 0.15 ms; but 8 x 1024 -> 1024 0.16 -> 0.24 ms,
+// hence the two limits.
+constexpr int64_t kStripAnyRowsMax = 4;
+
+template <typename In>
+bool has_long_rows(const PackSource<In>& b) {
+  return b.depth_stride * int64_t(sizeof(In)) >= kLongRowBytes;
+}
+
+template <typename In>
+bool reads_b_in_strips(const PackSource<In>& b, int64_t m) {
+  const MicroKernel<In>& mk = engine<In>().mk;
+  return kDepthGroup<In> == 1 && b.data && b.row_stride == 1 && m <= mk.mr &&
+         mk.strip_by_rows[m] != nullptr && (m <= kStripAnyRowsMax || has_long_rows(b));
+}
 
 template <typename In>
 bool reads_b_in_place(const PackSource<In>& b, int64_t m) {
-  return kDepthGroup<In> == 1 && b.data && b.row_stride == 1 && m <= kInPlaceBMaxRows;
+  return reads_b_in_strips(b, m) || (kDepthGroup<In> == 1 && b.data && b.row_stride == 1 &&
+                                     m <= kInPlaceBMaxRows && !has_long_rows(b));
 }
 
 // Likewise with few columns: a plain A whose rows are contiguous in depth is
@@ -493,6 +521,7 @@ void run_gemm(const PackSource<In>& a, const PackSource<In>& b, const TileEpilog
                            k,
                            round_up(ceil_div(std::max<int64_t>(k, 1), depth_steps), kDepthGroup<In>),
                            reads_b_in_place(b, m),
+                           reads_b_in_strips(b, m),
                            reads_a_in_place(a, n)};
   const int64_t tasks = call.part.tm * call.part.tn;
   if (tasks == 1) {

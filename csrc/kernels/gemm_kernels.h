@@ -49,12 +49,13 @@ struct MicroKernel {
   // Tiles one vector wide, for C's last columns when at most narrow_nr are left (0:
   // none): the full-width tile would spend its FMAs on padding (N = 100 leaves 4 of
   // 32). Same operand layouts, the packed B panel still nr wide.
-  // A one-row strip of up to wide_nr columns, a multiple of nr (0: none), for a C of
-  // one row whose B is read in place (a batch-1 dense layer): its sums kept in L1, each
-  // depth step reads one contiguous run of a B row as long as the strip, where an nr-wide
-  // tile reads a line or two from each row's page (see one_row_strip).
-  int wide_nr;
-  MicroTileFn<T> wide_one_row;
+  // Strips of C's first r rows (r <= mr) by up to strip_elements / r columns, a multiple
+  // of nr (0 and null: none), for a C of a few rows whose B is read in place (a dense
+  // layer with a small batch): the sums kept in L1, each depth step reads one
+  // contiguous run of a B row as long as the strip, where an nr-wide tile reads a line
+  // or two from each row's page (see strip_tile).
+  int strip_elements;
+  MicroTileFn<T> strip_by_rows[kMaxMicroRows + 1];
   int narrow_nr;
   MicroTileFn<T> narrow_by_rows[kMaxMicroRows + 1];
   MicroTileFn<T> narrow_by_rows_a_in_place[kMaxMicroRows + 1];

@@ -132,38 +132,52 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
   }
 }
 
-// Columns of a one-row strip (see one_row_strip): its sums, 8 KiB of float, stay in L1.
-inline constexpr int kOneRowStripElements = 2048;
+// Elements of C in a strip (see strip_tile): its sums, 16 KiB of float, stay in L1.
+inline constexpr int kStripElements = 4096;
 // How many rows ahead of the one it sums a strip prefetches B.
 inline constexpr int kStripRowsAhead = 2;
 
-// One row of C, `cols` columns (a multiple of kLanes, at most kOneRowStripElements),
-// with B read in place and A packed (MR rows a depth step, row 0 used): the row's sums
+// ROWS (<= MR) rows of C, `cols` columns (a multiple of kLanes, ROWS x cols at most
+// kStripElements), with B read in place and A packed (MR rows a depth step): the sums
 // are kept in an L1 buffer while each depth step reads one contiguous run of B's row,
-// cols elements long, so that a batch-1 dense layer streams its kernel row by row (a
-// register tile reads a kilobyte of each row per pass and visits each row's pages
-// again for every pass). Each sum runs from zero over the depth, one fma a step, and
-// is then stored or added to C, as in micro_tile, so the results are the same bits.
-template <class V, int MR>
-void one_row_strip(int64_t kc, const typename V::T* a, int64_t /*lda*/, const typename V::T* b,
-                   int64_t ldb, typename V::T* c, int64_t /*ldc*/, int cols, bool accumulate) {
+// cols elements long, once for all the rows, so that a dense layer with a batch of a few
+// rows streams its kernel row by row. A register tile reads 128 bytes of each kernel row
+// per pass and comes back to every row's pages once per pass: with a kernel row of 4 or
+// 16 KiB, its lines fall into a few cache sets and each pass reads them from memory
+// again. Each sum runs from zero over the depth, one fma a step, and is then stored or
+// added to C, as in micro_tile, so the results are the same bits.
+template <class V, int MR, int ROWS>
+void strip_tile(int64_t kc, const typename V::T* a, int64_t /*lda*/, const typename V::T* b,
+                int64_t ldb, typename V::T* c, int64_t ldc, int cols, bool accumulate) {
   using T = typename V::T;
+  using Reg = typename V::Reg;
   constexpr int L = V::kLanes;
-  alignas(64) T sums[kOneRowStripElements];
-  for (int j = 0; j < cols; j += L) V::store(sums + j, V::zero());
+  alignas(64) T sums[kStripElements];
+  for (int e = 0; e < ROWS * cols; e += L) V::store(sums + e, V::zero());
   for (int64_t p = 0; p < kc; ++p) {
-    const auto ap = V::broadcast(a + p * MR);
+    Reg ar[ROWS];
+#pragma GCC unroll 16
+    for (int r = 0; r < ROWS; ++r) ar[r] = V::broadcast(a + p * MR + r);
     const T* row = b + p * ldb;
     const T* ahead = b + (p + kStripRowsAhead) * ldb;
     const bool fetch = p + kStripRowsAhead < kc;
-#pragma GCC unroll 4
+#pragma GCC unroll 2
     for (int j = 0; j < cols; j += L) {
       if (fetch) __builtin_prefetch(ahead + j);
-      V::store(sums + j, V::fma(ap, V::load(row + j), V::load(sums + j)));
+      const Reg bv = V::load(row + j);
+#pragma GCC unroll 16
+      for (int r = 0; r < ROWS; ++r) {
+        T* s = sums + r * cols + j;
+        V::store(s, V::fma(ar[r], bv, V::load(s)));
+      }
     }
   }
-  for (int j = 0; j < cols; j += L) {
-    V::store(c + j, accumulate ? V::add(V::load(c + j), V::load(sums + j)) : V::load(sums + j));
+  for (int r = 0; r < ROWS; ++r) {
+    T* cr = c + r * ldc;
+    const T* sr = sums + r * cols;
+    for (int j = 0; j < cols; j += L) {
+      V::store(cr + j, accumulate ? V::add(V::load(cr + j), V::load(sr + j)) : V::load(sr + j));
+    }
   }
 }
 
@@ -305,8 +319,8 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
   ((k.by_rows_a_in_place[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, true>),
    ...);
   if constexpr (OperandsOf<V>::kDepthGroup == 1 && NV > 1) {
-    k.wide_nr = kOneRowStripElements;
-    k.wide_one_row = &one_row_strip<V, MR>;
+    k.strip_elements = kStripElements;
+    ((k.strip_by_rows[RowsMinusOne + 1] = &strip_tile<V, MR, RowsMinusOne + 1>), ...);
   }
   if constexpr (NV > 1) {
     k.narrow_nr = V::kLanes;
