@@ -106,6 +106,9 @@ CASES = [  # (batch, h, w, big C, small C, kernel, strides, dilations, padding, 
     (2, 3, 3, 3, 3, (3, 3), (2, 2), (1, 1), "same", (1, 0)),
     (0, 3, 3, 2, 2, (3, 3), (2, 2), (1, 1), "same", None),
     (1, 1, 1, 1, 1, (1, 1), (1, 1), (1, 1), "same", None),
+    # 3 x 3 taps x 64 channels: the kernel, packed once per call, is 576 deep (two depth
+    # steps) and 18 micro-panels wide.
+    (2, 5, 5, 64, 40, (3, 3), (1, 1), (1, 1), "same", None),
 ]
 
 

@@ -202,6 +202,22 @@ const Engine<In>& engine() {
   return e;
 }
 
+// The depth step of a product k deep: the depth cut into equal steps (of whole depth
+// groups) of at most blocking.kc.
+template <typename In>
+int64_t depth_step(int64_t k) {
+  const int64_t depth_steps = ceil_div(std::max<int64_t>(k, 1), engine<In>().blocking.kc);
+  return round_up(ceil_div(std::max<int64_t>(k, 1), depth_steps), kDepthGroup<In>);
+}
+
+// Where B's panels for depth step pc, columns from jc (a multiple of nr), start in a
+// pack_b_once buffer: the earlier steps, each kc deep for all of B's panels, then the
+// panels before jc, kc_packed deep.
+template <typename In>
+int64_t packed_b_offset(int64_t n, int64_t nr, int64_t pc, int64_t jc, int64_t kc_packed) {
+  return pc * ceil_div(n, nr) * nr + (jc / nr) * kc_packed * nr;
+}
+
 // A 64-byte-aligned buffer that only grows: per-thread packing and C scratch, so
 // the hot path allocates nothing once a thread has seen its largest problem.
 template <typename T>
@@ -410,9 +426,13 @@ struct GemmCall {
         const int64_t kc_cur = std::min(kc, k - pc);
         const int64_t kc_packed = round_up(kc_cur, G);  // a packed panel's depth, padded
         const bool last = pc + kc_cur >= k;
-        // B read in place: only a last, partial micro-panel is packed.
+        // B read in place: only a last, partial micro-panel is packed. B packed once:
+        // its panels for this block.
         const int64_t in_place_cols = b_in_place ? round_down(nc_cur, nr) : 0;
-        if (in_place_cols < nc_cur) {
+        const In* b_panels = packed_b;
+        if (b.packed) {
+          b_panels = b.packed + packed_b_offset<In>(n, nr, pc, jc, kc_packed);
+        } else if (in_place_cols < nc_cur) {
           pack_source(b, mk, jc + in_place_cols, nc_cur - in_place_cols, pc, kc_cur,
                       static_cast<int>(nr), packed_b);
         }
@@ -440,7 +460,7 @@ struct GemmCall {
             const int cols = static_cast<int>(std::min(nr, nc_cur - jr));
             const bool in_place = jr < in_place_cols;
             const In* b_panel = in_place ? b.data + jc + jr + pc * b.depth_stride
-                                         : packed_b + (jr - in_place_cols) * kc_packed;
+                                         : b_panels + (jr - in_place_cols) * kc_packed;
             const int64_t ldb = in_place ? b.depth_stride : nr * G;
             const bool narrow = cols <= mk.narrow_nr;
             const MicroTileFn<In>* tiles = a_in_place ? (narrow ? mk.narrow_by_rows_a_in_place
@@ -501,13 +521,13 @@ bool has_long_rows(const PackSource<In>& b) {
 template <typename In>
 bool reads_b_in_strips(const PackSource<In>& b, int64_t m) {
   const MicroKernel<In>& mk = engine<In>().mk;
-  return kDepthGroup<In> == 1 && b.data && b.row_stride == 1 && m <= mk.mr &&
+  return kDepthGroup<In> == 1 && b.data && !b.packed && b.row_stride == 1 && m <= mk.mr &&
          mk.strip_by_rows[m] != nullptr && (m <= kStripAnyRowsMax || has_long_rows(b));
 }
 
 template <typename In>
 bool reads_b_in_place(const PackSource<In>& b, int64_t m) {
-  return reads_b_in_strips(b, m) || (kDepthGroup<In> == 1 && b.data && b.row_stride == 1 &&
+  return reads_b_in_strips(b, m) || (kDepthGroup<In> == 1 && b.data && !b.packed && b.row_stride == 1 &&
                                      m <= kInPlaceBMaxRows && !has_long_rows(b));
 }
 
@@ -527,7 +547,7 @@ bool reads_a_in_place(const PackSource<In>& a, int64_t n) {
 // columns, reading W once beats transposing it (batch 1, 4096 x 4096: W is 64 MiB).
 template <typename In>
 bool computes_transposed(const PackSource<In>& a, const PackSource<In>& b, int64_t m) {
-  return !reads_b_in_place(b, m) && reads_a_in_place(b, m);
+  return !b.packed && !reads_b_in_place(b, m) && reads_a_in_place(b, m);
 }
 
 // The tiles of Cᵀ handed on as tiles of C: transposed into a buffer for `epilogue`,
@@ -557,7 +577,6 @@ void run_gemm(const PackSource<In>& a, const PackSource<In>& b, const TileEpilog
   const int64_t m = a.rows, n = b.rows, k = a.depth;
   if (m <= 0 || n <= 0) return;
   const Engine<In>& e = engine<In>();
-  const int64_t depth_steps = ceil_div(std::max<int64_t>(k, 1), e.blocking.kc);
   const GemmCall<In> call{a,
                            b,
                            epilogue,
@@ -567,7 +586,7 @@ void run_gemm(const PackSource<In>& a, const PackSource<In>& b, const TileEpilog
                            m,
                            n,
                            k,
-                           round_up(ceil_div(std::max<int64_t>(k, 1), depth_steps), kDepthGroup<In>),
+                           depth_step<In>(k),
                            reads_b_in_place(b, m),
                            reads_b_in_strips(b, m),
                            reads_a_in_place(a, n)};
@@ -589,6 +608,28 @@ void gemm(const PackSource<In>& a, const PackSource<In>& b, const TileEpilogue<a
   } else {
     run_gemm(a, b, epilogue, runner, accumulator);
   }
+}
+
+template <typename In>
+int64_t packed_b_size(const PackSource<In>& b) {
+  const int64_t nr = engine<In>().mk.nr;
+  return ceil_div(b.rows, nr) * nr * round_up(std::max<int64_t>(b.depth, 1), kDepthGroup<In>);
+}
+
+template <typename In>
+void pack_b_once(const PackSource<In>& b, In* out, TaskRunner& runner) {
+  const Engine<In>& e = engine<In>();
+  const int64_t n = b.rows, k = b.depth, nr = e.mk.nr;
+  if (n == 0 || k == 0) return;
+  const int64_t kc = depth_step<In>(k), panels = ceil_div(n, nr);
+  constexpr int64_t kPanelsPerTask = 8;
+  const int64_t chunks = ceil_div(panels, kPanelsPerTask), steps = ceil_div(k, kc);
+  runner.run(steps * chunks, [&](int64_t task) {
+    const int64_t pc = (task / chunks) * kc, first = (task % chunks) * kPanelsPerTask * nr;
+    const int64_t kc_cur = std::min(kc, k - pc), kc_packed = round_up(kc_cur, kDepthGroup<In>);
+    pack_source(b, e.mk, first, std::min(kPanelsPerTask * nr, n - first), pc, kc_cur,
+                static_cast<int>(nr), out + packed_b_offset<In>(n, nr, pc, first, kc_packed));
+  });
 }
 
 namespace {
@@ -665,6 +706,12 @@ void pack_strided_panels(const In* data, int64_t row_stride, int64_t depth_strid
   engine<In>().mk.pack(data, row_stride, depth_stride, r0, nr, d0, nd, panel, dst);
 }
 
+template int64_t packed_b_size<float>(const PackSource<float>&);
+template int64_t packed_b_size<double>(const PackSource<double>&);
+template int64_t packed_b_size<bfloat16_t>(const PackSource<bfloat16_t>&);
+template void pack_b_once<float>(const PackSource<float>&, float*, TaskRunner&);
+template void pack_b_once<double>(const PackSource<double>&, double*, TaskRunner&);
+template void pack_b_once<bfloat16_t>(const PackSource<bfloat16_t>&, bfloat16_t*, TaskRunner&);
 template void pack_strided_panels<float>(const float*, int64_t, int64_t, int64_t, int64_t,
                                          int64_t, int64_t, int, float*);
 template void pack_strided_panels<double>(const double*, int64_t, int64_t, int64_t, int64_t,

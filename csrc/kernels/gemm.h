@@ -35,7 +35,19 @@ struct PackSource {
   // Rows of the last micro-panel beyond r0 + nr, and depth [nd, ndp), must be written
   // as zero.
   std::function<void(int64_t r0, int64_t nr, int64_t d0, int64_t nd, int panel, In* dst)> pack;
+  // For B only: its panels already packed by pack_b_once (rows and depth still set;
+  // data and pack are then not read), for several products with the same B.
+  const In* packed = nullptr;
 };
+
+// B's panels packed once, for every depth step, as gemm would pack them for any C
+// (a convolution's kernel, multiplied by every group of images), into `out`
+// (packed_b_size(b) elements): set out as PackSource::packed of a copy of b. Same
+// results as packing per call.
+template <typename In>
+int64_t packed_b_size(const PackSource<In>& b);
+template <typename In>
+void pack_b_once(const PackSource<In>& b, In* out, TaskRunner& runner);
 
 // Receives a finished tile of C (the whole depth summed): rows [i0, i0 + mi), columns
 // [j0, j0 + nj), element (i, j) at tile[(i - i0) * ld + (j - j0)]. Tiles are disjoint
