@@ -320,13 +320,23 @@ void for_each_group_summing(const ConvGeometry& g, const Lowering& s, TaskRunner
   }
 }
 
-// The kernel as B, packed once for every group's product (each group packed it again:
-// Conv2DTranspose 8x8x256->128 forward, one thread, 15.1 -> 13.2 ms; 16x16x128->64
-// 16.4 -> 13.9 ms), into the calling thread's scratch.
+// Packing the kernel once is a phase of its own, ending on a barrier across the threads:
+// it pays where the groups would otherwise pack at least this many more kernel elements
+// than one pack per thread (Conv2D 5x5x64->128 k4 s2, two groups on two threads: 0.33
+// ms packing per group, 0.46 ms packing once).
+constexpr int64_t kMinRepackedElements = int64_t{1} << 18;
+
+// The kernel as B (rows x depth, strided), packed once for every group's product where
+// that pays (each group packed it again: Conv2DTranspose 8x8x256->128 forward, one
+// thread, 15.1 -> 13.2 ms; 16x16x128->64 16.4 -> 13.9 ms), into the calling thread's
+// scratch.
 template <typename T, typename In>
-PackSource<In> kernel_packed_once(const T* kernel, int64_t rows, int64_t depth, int64_t row_stride,
-                                  int64_t depth_stride, TaskRunner& runner) {
+PackSource<In> kernel_source(const ConvGeometry& g, const Lowering& s, const T* kernel,
+                             int64_t rows, int64_t depth, int64_t row_stride,
+                             int64_t depth_stride, TaskRunner& runner) {
   PackSource<In> b = strided_source<T, In>(kernel, rows, depth, row_stride, depth_stride);
+  const int64_t packs_at_once = groups_in_parallel(g, s, runner) ? runner.num_threads() : 1;
+  if ((group_count(g, s) - packs_at_once) * rows * depth < kMinRepackedElements) return b;
   In* panels = packing_scratch<In, kKernelPanelsSlot>(packed_b_size(b));
   pack_b_once<In>(b, panels, runner);
   b.packed = panels;
@@ -381,7 +391,7 @@ void lowered_conv2d_forward_as(const ConvForwardArgs<T>& a, TaskRunner& runner) 
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
   const Lowering s = lowering_of(g, kForwardGroupBudget);
-  const auto k_cols = kernel_packed_once<T, In>(a.kernel, s.cs, s.row, 1, s.cs, runner);  // Kᵀ
+  const auto k_cols = kernel_source<T, In>(g, s, a.kernel, s.cs, s.row, 1, s.cs, runner);  // Kᵀ
   for_each_group(g, s, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
     In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
     im2col<T, In>(g, s, a.x + n0 * s.big_image * s.cb, images, lowered, runner);
@@ -407,7 +417,7 @@ void lowered_conv2d_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner
   const AxisReach reach_h = axis_reach(g.h);
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
   const bool with_bias = a.dbias != nullptr;
-  const auto k_rows = kernel_packed_once<T, In>(a.kernel, s.row, s.cs, s.cs, 1, runner);  // K
+  const auto k_rows = kernel_source<T, In>(g, s, a.kernel, s.row, s.cs, s.cs, 1, runner);  // K
   const int64_t dk_rows = s.row + (with_bias ? 1 : 0);
   Acc* dk = packing_scratch<Acc, kKernelGradSlot>(dk_rows * s.cs);
   std::fill(dk, dk + dk_rows * s.cs, Acc(0));
@@ -439,7 +449,7 @@ void lowered_conv2d_transpose_forward_as(const ConvForwardArgs<T>& a, TaskRunner
   const ConvGeometry& g = a.geometry;
   const Lowering s = lowering_of(g, kForwardGroupBudget);
   const AxisReach reach_h = axis_reach(g.h);
-  const auto k_rows = kernel_packed_once<T, In>(a.kernel, s.row, s.cs, s.cs, 1, runner);  // K
+  const auto k_rows = kernel_source<T, In>(g, s, a.kernel, s.row, s.cs, s.cs, 1, runner);  // K
   for_each_group(g, s, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
     Acc* p = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
     const auto x_rows = strided_source<T, In>(a.x + n0 * s.small_image * s.cs,
@@ -455,7 +465,7 @@ void lowered_conv2d_transpose_backward_as(const ConvBackwardArgs<T>& a, TaskRunn
   const ConvGeometry& g = a.geometry;
   const Lowering s = lowering_of(g, kBackwardGroupBudget);
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
-  const auto k_cols = kernel_packed_once<T, In>(a.kernel, s.cs, s.row, 1, s.cs, runner);  // Kᵀ
+  const auto k_cols = kernel_source<T, In>(g, s, a.kernel, s.cs, s.row, 1, s.cs, runner);  // Kᵀ
   // [dK; db]
   const int64_t dk_count = s.row * s.cs + s.cb;
   Acc* dk = packing_scratch<Acc, kKernelGradSlot>(dk_count);
