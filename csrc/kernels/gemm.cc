@@ -246,7 +246,6 @@ struct ThreadScratch {
   ScratchBuffer<In> packed_a, packed_b;
   ScratchBuffer<In> a_rows;  // packed_a as rows, for kernels with rows_from_pairs
   ScratchBuffer<acc_t<In>> c;
-  ScratchBuffer<acc_t<In>> parked;  // raw sums of a column of tiles (see kParkedDepthStep)
 };
 
 template <typename In>
@@ -261,15 +260,6 @@ ThreadScratch<In>& thread_scratch() {
 // on 2 cores: one thread wins up to 25 MFLOP (256x100x100 relu 0.87x -> 1.00x of
 // stock, 32x784x256 0.91x -> 1.04x, 128x256x256 0.87x -> 0.96x).
 constexpr int64_t kMinFlopsPerTask = int64_t(1) << 24;
-// A B read in place by register tiles, with rows of kParkedRowBytes or more, is walked
-// this many depth steps at a time for every tile of rows, their sums parked between
-// steps (MicroKernel::parked_by_rows): rows a page apart fall into a few cache sets,
-// and a panel kc = 512 deep left the caches before the next tile of rows read it
-// again. Dense forward, two threads: 32 x 1024 -> 1024 0.50 -> 0.43 ms, 64 x 1024 ->
-// 1024 0.85-0.91 -> 0.65 ms (shorter rows lose a little: 32 x 784 -> 256 0.07 -> 0.08
-// ms). The sums' depth stays kc, so the results are the same bits as packed B's.
-constexpr int64_t kParkedDepthStep = 256;
-constexpr int64_t kParkedRowBytes = 4096;
 // Packing one element costs about as much as this many flops of the micro-kernel.
 constexpr int64_t kPackCostFlops = 16;
 // Without a caller accumulator, a task keeps rows x nc of C in scratch: bound it.
@@ -342,38 +332,6 @@ struct GemmCall {
   bool b_in_place;  // see reads_b_in_place
   bool b_strips;    // see reads_b_in_strips
   bool a_in_place;  // see reads_a_in_place
-
-  // A column of full-width tiles (rows [i0, i0 + mi), nr columns from j0) over depth
-  // [pc, pc + kc_cur) with B read in place, kParkedDepthStep steps at a time for all
-  // its tiles; then C = sums (first depth block) or C + sums, and the epilogue.
-  void run_parked_column(int64_t i0, int64_t mi, int64_t j0, int64_t pc, int64_t kc_cur,
-                         int64_t kc_packed, const In* a_panels, const In* b_panel, int64_t ldb,
-                         bool last, ScratchBuffer<Acc>& parked_buffer, Acc* c, int64_t ldc) const {
-    const MicroKernel<In>& mk = e.mk;
-    const int64_t mr = mk.mr, nr = mk.nr;
-    const MicroTileFn<In>* tiles = a_in_place ? mk.parked_by_rows_a_in_place : mk.parked_by_rows;
-    Acc* parked = parked_buffer.get(round_up(mi, mr) * nr);
-    for (int64_t p0 = 0; p0 < kc_cur; p0 += kParkedDepthStep) {
-      const int64_t depth = std::min(kParkedDepthStep, kc_cur - p0);
-      for (int64_t ir = 0; ir < mi; ir += mr) {
-        const int rows = static_cast<int>(std::min(mr, mi - ir));
-        const In* a_part = a_in_place ? a.data + (i0 + ir) * a.row_stride + pc + p0
-                                      : a_panels + ir * kc_packed + p0 * mr;
-        tiles[rows](depth, a_part, a_in_place ? a.row_stride : kc_packed, b_panel + p0 * ldb, ldb,
-                    parked + ir * nr, nr, static_cast<int>(nr), p0 > 0);
-      }
-    }
-    for (int64_t ir = 0; ir < mi; ir += mr) {
-      const int64_t rows = std::min(mr, mi - ir);
-      Acc* c_tile = c + ir * ldc;
-      for (int64_t i = 0; i < rows; ++i) {
-        const Acc* sums = parked + (ir + i) * nr;
-        Acc* out = c_tile + i * ldc;
-        for (int64_t j = 0; j < nr; ++j) out[j] = pc > 0 ? out[j] + sums[j] : sums[j];
-      }
-      if (last && epilogue) epilogue(i0 + ir, rows, j0, nr, c_tile, ldc);
-    }
-  }
 
   void run_task(int64_t task) const {
     const int64_t i_begin = (task / part.tn) * part.rows_per_task;
@@ -466,12 +424,6 @@ struct GemmCall {
             const MicroTileFn<In>* tiles = a_in_place ? (narrow ? mk.narrow_by_rows_a_in_place
                                                                 : mk.by_rows_a_in_place)
                                                       : (narrow ? mk.narrow_by_rows : mk.by_rows);
-            if (in_place && kc_cur > kParkedDepthStep && mc_cur > mr && mk.parked_by_rows[1] &&
-                ldb * int64_t(sizeof(In)) >= kParkedRowBytes) {
-              run_parked_column(ic, mc_cur, jc + jr, pc, kc_cur, kc_packed, a_panels, b_panel,
-                                ldb, last, s.parked, c_at(ic, jc + jr), ldc);
-              continue;
-            }
             for (int64_t ir = 0; ir < mc_cur; ir += mr) {
               const int rows = static_cast<int>(std::min(mr, mc_cur - ir));
               Acc* c_tile = c_at(ic + ir, jc + jr);
@@ -499,36 +451,24 @@ struct GemmCall {
 // types (bf16) always pack B: a plain matrix holds no depth pairs side by side along
 // its columns.
 constexpr int64_t kInPlaceBMaxRows = 64;
-// A register tile reads nr columns of B in place, a line or two of each B row per
-// depth step. With rows two pages long or more, those lines fall into a few cache sets
-// and come from memory again for every tile of rows (dense 32 x 4096 -> 4096, one
-// thread: 21 ms in place, 13.5 ms packed; 16 x 4096 -> 4096: 12.2 -> 10.3 ms), so such
-// a B is read in place only by strips (see reads_b_in_strips), and packed for more rows.
-constexpr int64_t kLongRowBytes = 8192;
-// Strips (MicroKernel::strip_by_rows) sum a C of at most this many rows whatever B's
-// rows, up to the tile's rows where B's rows are long: a strip is bound by storing its
-// sums (about one FMA a cycle), a register tile by B's memory traffic. Dense, one
-// thread, register tiles -> strips: 2 x 4096 -> 4096 6.9 -> 2.5 ms, 8 x 4096 -> 4096
-// 9.0 -> 3.9 ms, 4 x 1024 -> 1024 0.27 -> 0.15 ms; but 8 x 1024 -> 1024 0.16 -> 0.24 ms,
-// hence the two limits.
-constexpr int64_t kStripAnyRowsMax = 4;
-
-template <typename In>
-bool has_long_rows(const PackSource<In>& b) {
-  return b.depth_stride * int64_t(sizeof(In)) >= kLongRowBytes;
-}
+// Strips (MicroKernel::strip_by_rows) sum a C of at most this many rows with B read in
+// place: a strip is bound by storing its sums (about one FMA a cycle), a register tile
+// by B's memory traffic with few rows. Dense in tf.function, two threads, register tiles
+// -> strips: 2 x 4096 -> 4096 2.4-2.7 -> 1.6-1.8 ms, 4 x 1024 -> 1024 0.40 -> 0.35-0.38
+// ms; 8 x 4096 -> 4096 2.5 -> 2.6-2.7 ms (hence no more rows; batch 1: see
+// strip_tile).
+constexpr int64_t kStripMaxRows = 4;
 
 template <typename In>
 bool reads_b_in_strips(const PackSource<In>& b, int64_t m) {
   const MicroKernel<In>& mk = engine<In>().mk;
-  return kDepthGroup<In> == 1 && b.data && !b.packed && b.row_stride == 1 && m <= mk.mr &&
-         mk.strip_by_rows[m] != nullptr && (m <= kStripAnyRowsMax || has_long_rows(b));
+  return kDepthGroup<In> == 1 && b.data && !b.packed && b.row_stride == 1 &&
+         m <= std::min<int64_t>(mk.mr, kStripMaxRows) && mk.strip_by_rows[m] != nullptr;
 }
 
 template <typename In>
 bool reads_b_in_place(const PackSource<In>& b, int64_t m) {
-  return reads_b_in_strips(b, m) || (kDepthGroup<In> == 1 && b.data && !b.packed && b.row_stride == 1 &&
-                                     m <= kInPlaceBMaxRows && !has_long_rows(b));
+  return kDepthGroup<In> == 1 && b.data && !b.packed && b.row_stride == 1 && m <= kInPlaceBMaxRows;
 }
 
 // Likewise with few columns: a plain A whose rows are contiguous in depth is

@@ -56,12 +56,6 @@ struct MicroKernel {
   // or two from each row's page (see strip_tile).
   int strip_elements;
   MicroTileFn<T> strip_by_rows[kMaxMicroRows + 1];
-  // Full-width tiles that sum a part of the depth into a tile of raw sums (c, ldc) and
-  // resume from it (accumulate), null where none: a B read in place is then walked in
-  // shorter depth steps, for every tile of rows, than the depth each sum is formed over
-  // (see micro_tile's PARKED).
-  MicroTileFn<T> parked_by_rows[kMaxMicroRows + 1];
-  MicroTileFn<T> parked_by_rows_a_in_place[kMaxMicroRows + 1];
   int narrow_nr;
   MicroTileFn<T> narrow_by_rows[kMaxMicroRows + 1];
   MicroTileFn<T> narrow_by_rows_a_in_place[kMaxMicroRows + 1];
