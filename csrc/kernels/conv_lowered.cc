@@ -39,8 +39,8 @@ namespace {
 // groups, two threads, native harness, ms: Conv2D 31x31x32->64 k4 s2 1.95 -> 1.54,
 // 64x64x3->32 1.04 -> 0.80, Conv2DTranspose 16x16x128->64 k4 s2 8.9 -> 7.9). Backward:
 // 4 MiB, as each group's weight gradient is a product as deep as the group's positions,
-// summed into the total once per group, and each group packs the kernel again (against
-// 1 MiB: Conv2DTranspose 16x16x128->64 22 -> 18 ms, 8x8x256->128 17 -> 16 ms, Conv2D
+// summed into the total once per group (against 1 MiB, with the kernel then packed per
+// group: Conv2DTranspose 16x16x128->64 22 -> 18 ms, 8x8x256->128 17 -> 16 ms, Conv2D
 // 31x31x32->64 5.6 -> 4.6 ms).
 constexpr int64_t kForwardGroupBudget = int64_t{1} << 18;
 constexpr int64_t kBackwardGroupBudget = int64_t{1} << 20;
@@ -57,9 +57,9 @@ constexpr int64_t kMinGroups = 2;
 // elements; larger images run the implicit method (conv.cc).
 constexpr int64_t kMaxImageElements = int64_t{1} << 20;
 
-// This file's per-thread scratch slots (gemm_operands.h's packing uses 0 to 2).
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// This file's per-thread scratch slots (gemm_operands.h's packing uses 0 to 2).
 enum ScratchSlot {
   kLoweredSlot = 3,
   kRowSumsSlot = 4,
