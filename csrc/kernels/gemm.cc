@@ -402,8 +402,7 @@ struct GemmCall {
               mk.rows_from_pairs(packed_a, round_up(mc_cur, mr), kc_cur, static_cast<int>(mr), a_panels);
           }
           for (int64_t jr = 0; jr < nc_cur; jr += nr) {
-            // (A read in place, with few columns, is not in a_panels: strips read packed A.)
-            if (b_strips && jr < in_place_cols && !a_in_place) {
+            if (b_strips && jr < in_place_cols) {
               const int rows = static_cast<int>(mc_cur);
               const int64_t wide = std::min(round_down(mk.strip_elements / rows, nr), in_place_cols - jr);
               Acc* c_tile = c_at(ic, jc + jr);
@@ -451,20 +450,6 @@ struct GemmCall {
 // types (bf16) always pack B: a plain matrix holds no depth pairs side by side along
 // its columns.
 constexpr int64_t kInPlaceBMaxRows = 64;
-// Strips (MicroKernel::strip_by_rows) sum a C of at most this many rows with B read in
-// place: a strip is bound by storing its sums (about one FMA a cycle), a register tile
-// by B's memory traffic with few rows. Dense in tf.function, two threads, register tiles
-// -> strips: 2 x 4096 -> 4096 2.4-2.7 -> 1.6-1.8 ms, 4 x 1024 -> 1024 0.40 -> 0.35-0.38
-// ms; 8 x 4096 -> 4096 2.5 -> 2.6-2.7 ms (hence no more rows; batch 1: see
-// strip_tile).
-constexpr int64_t kStripMaxRows = 4;
-
-template <typename In>
-bool reads_b_in_strips(const PackSource<In>& b, int64_t m) {
-  const MicroKernel<In>& mk = engine<In>().mk;
-  return kDepthGroup<In> == 1 && b.data && !b.packed && b.row_stride == 1 &&
-         m <= std::min<int64_t>(mk.mr, kStripMaxRows) && mk.strip_by_rows[m] != nullptr;
-}
 
 template <typename In>
 bool reads_b_in_place(const PackSource<In>& b, int64_t m) {
@@ -478,6 +463,15 @@ template <typename In>
 bool reads_a_in_place(const PackSource<In>& a, int64_t n) {
   return a.data && a.depth_stride == 1 && n <= kInPlaceBMaxRows &&
          engine<In>().mk.by_rows_a_in_place[1] != nullptr;
+}
+
+// B read in place by strips (MicroKernel::strip_by_rows) rather than register tiles: a C
+// of at most kMaxStripRows rows whose A is packed (a strip reads A's packed panel; A read
+// in place, with few columns, is not in it).
+template <typename In>
+bool reads_b_in_strips(const PackSource<In>& a, const PackSource<In>& b, int64_t m, int64_t n) {
+  return reads_b_in_place(b, m) && m <= kMaxStripRows && engine<In>().mk.strip_by_rows[m] &&
+         !reads_a_in_place(a, n);
 }
 
 // C with few rows whose B cannot be read in place but is depth-contiguous (a dense
@@ -528,7 +522,7 @@ void run_gemm(const PackSource<In>& a, const PackSource<In>& b, const TileEpilog
                            k,
                            depth_step<In>(k),
                            reads_b_in_place(b, m),
-                           reads_b_in_strips(b, m),
+                           reads_b_in_strips(a, b, m, n),
                            reads_a_in_place(a, n)};
   const int64_t tasks = call.part.tm * call.part.tn;
   if (tasks == 1) {

@@ -14,6 +14,12 @@ namespace fusedlayers {
 
 // The most rows any micro-kernel's tile has (sizes the by_rows table; AMX's has 32).
 inline constexpr int kMaxMicroRows = 32;
+// The most rows a strip has (see MicroKernel::strip_by_rows). A strip is bound by
+// storing its sums (about one FMA a cycle), a register tile by B's memory traffic with
+// few rows. Dense in tf.function, two threads, register tiles -> strips: 2 x 4096 ->
+// 4096 2.4-2.7 -> 1.6-1.8 ms, 4 x 1024 -> 1024 0.40 -> 0.35-0.38 ms; but 8 x 4096 ->
+// 4096 2.5 -> 2.6-2.7 ms, hence no more rows (batch 1: see strip_tile).
+inline constexpr int kMaxStripRows = 4;
 
 // c[i * ldc + j] (+)= sum_p a(i, p) * b(p, j) for i < rows (fixed by the table slot),
 // j < cols (<= nr), with c in T's accumulation type. a is a packed micro-panel
@@ -46,16 +52,16 @@ struct MicroKernel {
   int nr;  // columns of a tile (B's micro-panel height)
   MicroTileFn<T> by_rows[kMaxMicroRows + 1];  // by_rows[r]: a tile's first r rows
   MicroTileFn<T> by_rows_a_in_place[kMaxMicroRows + 1];  // null: A is always packed
+  // Strips of C's first r rows (r <= min(mr, kMaxStripRows)) by up to
+  // strip_elements / r columns, a multiple of nr (0 and null: none), for a C of a few
+  // rows whose B is read in place (a dense layer with a small batch): the sums kept in
+  // L1, each depth step reads one contiguous run of a B row as long as the strip, where
+  // an nr-wide tile reads a line or two from each row's page (see strip_tile).
+  int strip_elements;
+  MicroTileFn<T> strip_by_rows[kMaxStripRows + 1];
   // Tiles one vector wide, for C's last columns when at most narrow_nr are left (0:
   // none): the full-width tile would spend its FMAs on padding (N = 100 leaves 4 of
   // 32). Same operand layouts, the packed B panel still nr wide.
-  // Strips of C's first r rows (r <= mr) by up to strip_elements / r columns, a multiple
-  // of nr (0 and null: none), for a C of a few rows whose B is read in place (a dense
-  // layer with a small batch): the sums kept in L1, each depth step reads one
-  // contiguous run of a B row as long as the strip, where an nr-wide tile reads a line
-  // or two from each row's page (see strip_tile).
-  int strip_elements;
-  MicroTileFn<T> strip_by_rows[kMaxMicroRows + 1];
   int narrow_nr;
   MicroTileFn<T> narrow_by_rows[kMaxMicroRows + 1];
   MicroTileFn<T> narrow_by_rows_a_in_place[kMaxMicroRows + 1];

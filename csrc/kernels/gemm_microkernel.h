@@ -309,6 +309,13 @@ void pack_strided(const typename V::T* src, int64_t row_stride, int64_t depth_st
   }
 }
 
+// The strips of 1 to sizeof...(RowsMinusOne) rows.
+template <class V, int MR, int... RowsMinusOne>
+void set_strips(MicroKernel<typename V::T>& k, std::integer_sequence<int, RowsMinusOne...>) {
+  k.strip_elements = kStripElements;
+  ((k.strip_by_rows[RowsMinusOne + 1] = &strip_tile<V, MR, RowsMinusOne + 1>), ...);
+}
+
 template <class V, int MR, int NV, int... RowsMinusOne>
 MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
     std::integer_sequence<int, RowsMinusOne...>) {
@@ -319,8 +326,7 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
   ((k.by_rows_a_in_place[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, true>),
    ...);
   if constexpr (OperandsOf<V>::kDepthGroup == 1 && NV > 1) {
-    k.strip_elements = kStripElements;
-    ((k.strip_by_rows[RowsMinusOne + 1] = &strip_tile<V, MR, RowsMinusOne + 1>), ...);
+    set_strips<V, MR>(k, std::make_integer_sequence<int, (MR < kMaxStripRows ? MR : kMaxStripRows)>());
   }
   if constexpr (NV > 1) {
     k.narrow_nr = V::kLanes;
