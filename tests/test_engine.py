@@ -157,6 +157,49 @@ def run_dense_checks():
         np.testing.assert_allclose(db, dz.sum(0), rtol=0, atol=1e-5 * m)
 
 
+# The batch sizes whose backward runs in one pass over W (kMaxDotOuterRows), and the dW
+# size from which that pass streams dW past the caches (kStreamedDwMinBytes).
+ONE_PASS_MAX_BATCH = 8
+STREAMED_DW_MIN_BYTES = 32 << 20
+
+
+def run_one_pass_backward_checks():
+    """The dense backward of a batch of 1-8 rows (dx and dW in one pass over W) and just
+    past it (two GEMMs): at every vector edge of the rows, with dW streamed (rows aligned
+    and not), against float64; dW with the engine's bits (one FMA per batch row from
+    zero, as _native.gemm sums xᵀ·dy); the same bits on any thread count."""
+    rng = np.random.default_rng(13)
+
+    def within(actual, expected, tol):  # assert_allclose's test, fast on 8M elements
+        error = float(np.max(np.abs(actual - expected), initial=0))
+        assert error <= tol, (actual.shape, error, tol)
+
+    for dtype in (np.float32, np.float64):
+        lanes = 64 // np.dtype(dtype).itemsize
+        eps = np.finfo(dtype).eps
+        streamed_n = 4 * lanes + 4  # rows of dW not all aligned to the vector
+        streamed_k = -(-STREAMED_DW_MIN_BYTES // (streamed_n * np.dtype(dtype).itemsize))
+        shapes = [(m, 3, n) for m in range(1, ONE_PASS_MAX_BATCH + 2)
+                  for n in (1, lanes - 1, lanes, lanes + 1, 4 * lanes + 3, 9 * lanes + 5)]
+        shapes += [(1, 700, 1000), (ONE_PASS_MAX_BATCH, 611, 901), (3, streamed_k, streamed_n)]
+        for m, k, n in shapes:
+            x = rng.uniform(-1, 1, (m, k)).astype(dtype)
+            w = rng.uniform(-1, 1, (k, n)).astype(dtype)
+            dy = rng.uniform(-1, 1, (m, n)).astype(dtype)
+            y = (x.astype(np.float64) @ w).astype(dtype)
+            results = [_native.dense_backward(dy, x, w, y, None, True, "relu", threads=t)
+                       for t in (1, 2, 3)]
+            for other in results[1:]:
+                assert all(np.array_equal(got, want) for got, want in zip(other, results[0]))
+            dx, dw, db = results[0]
+            dz = dy.astype(np.float64) * (y > 0)
+            within(dx, dz @ w.T.astype(np.float64), 4 * eps * n)
+            within(dw, x.T.astype(np.float64) @ dz, 4 * eps * m)
+            within(db, dz.sum(0), 4 * eps * m)
+            _, dw_linear, _ = _native.dense_backward(dy, x, w, y, None, False, "linear", threads=2)
+            assert np.array_equal(dw_linear, _native.gemm(np.ascontiguousarray(x.T), dy))
+
+
 def to_bf16_bits(x):
     """float array -> its bfloat16 bits (uint16), rounded to nearest even."""
     u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
@@ -226,7 +269,8 @@ def test_bf16_rejects_non_matrices():
 
 
 CHECKS = {"edges": run_edge_checks, "strided": run_strided_checks, "in_place": run_in_place_checks,
-          "dense": run_dense_checks, "bf16": run_bf16_checks}
+          "dense": run_dense_checks, "one_pass_backward": run_one_pass_backward_checks,
+          "bf16": run_bf16_checks}
 
 
 def run_checks_in_child(env_overrides, names):

@@ -59,7 +59,7 @@ constexpr int64_t kMaxImageElements = int64_t{1} << 20;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// This file's per-thread scratch slots (gemm_operands.h's packing uses 0 to 2).
+// This file's per-thread scratch slots (see packing_scratch).
 enum ScratchSlot {
   kLoweredSlot = 3,
   kRowSumsSlot = 4,

@@ -95,6 +95,24 @@ const Bf16Kernels* active_bf16_kernels() {
   return chosen;
 }
 
+template <>
+const MicroKernel<float>& micro_kernel<float>() {
+  return active_kernels().f32;
+}
+template <>
+const MicroKernel<double>& micro_kernel<double>() {
+  return active_kernels().f64;
+}
+template <>
+const MicroKernel<bfloat16_t>& micro_kernel<bfloat16_t>() {
+  const Bf16Kernels* k = active_bf16_kernels();
+  if (!k) {
+    std::fprintf(stderr, "fusedlayers: bfloat16 gemm called without a bf16 kernel\n");
+    std::abort();
+  }
+  return k->bf16;
+}
+
 const char* gemm_bf16_kernel() {
   const Bf16Kernels* k = active_bf16_kernels();
   return k ? k->name : "widen";
@@ -142,26 +160,6 @@ namespace {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 int64_t round_down(int64_t a, int64_t b) { return a / b * b; }
-
-template <typename Acc>
-const MicroKernel<Acc>& micro_kernel();
-template <>
-const MicroKernel<float>& micro_kernel<float>() {
-  return active_kernels().f32;
-}
-template <>
-const MicroKernel<double>& micro_kernel<double>() {
-  return active_kernels().f64;
-}
-template <>
-const MicroKernel<bfloat16_t>& micro_kernel<bfloat16_t>() {
-  const Bf16Kernels* k = active_bf16_kernels();
-  if (!k) {
-    std::fprintf(stderr, "fusedlayers: bfloat16 gemm called without a bf16 kernel\n");
-    std::abort();
-  }
-  return k->bf16;
-}
 
 struct Blocking {
   int64_t mc = 0, nc = 0, kc = 0;

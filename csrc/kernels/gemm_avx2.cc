@@ -27,6 +27,8 @@ struct Avx2Float {
   }
   static Reg load_first(const T* p, int n) { return _mm256_maskload_ps(p, first(n)); }
   static void store_first(T* p, Reg v, int n) { _mm256_maskstore_ps(p, first(n), v); }
+  static void stream(T* p, Reg v) { _mm256_stream_ps(p, v); }
+  static void stream_fence() { _mm_sfence(); }
 };
 
 struct Avx2Double {
@@ -45,6 +47,8 @@ struct Avx2Double {
   }
   static Reg load_first(const T* p, int n) { return _mm256_maskload_pd(p, first(n)); }
   static void store_first(T* p, Reg v, int n) { _mm256_maskstore_pd(p, first(n), v); }
+  static void stream(T* p, Reg v) { _mm256_stream_pd(p, v); }
+  static void stream_fence() { _mm_sfence(); }
 };
 
 IsaKernels make_avx2_kernels() {

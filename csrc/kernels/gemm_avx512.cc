@@ -23,6 +23,8 @@ struct Avx512Double {
   static __mmask8 first(int n) { return static_cast<__mmask8>((1u << n) - 1u); }
   static Reg load_first(const T* p, int n) { return _mm512_maskz_loadu_pd(first(n), p); }
   static void store_first(T* p, Reg v, int n) { _mm512_mask_storeu_pd(p, first(n), v); }
+  static void stream(T* p, Reg v) { _mm512_stream_pd(p, v); }
+  static void stream_fence() { _mm_sfence(); }
 };
 
 IsaKernels make_avx512_kernels() {

@@ -24,6 +24,9 @@ struct Avx512Float {
   static __mmask16 first(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
   static Reg load_first(const T* p, int n) { return _mm512_maskz_loadu_ps(first(n), p); }
   static void store_first(T* p, Reg v, int n) { _mm512_mask_storeu_ps(p, first(n), v); }
+  // A store past the caches, p aligned to the vector; stream_fence() orders them.
+  static void stream(T* p, Reg v) { _mm512_stream_ps(p, v); }
+  static void stream_fence() { _mm_sfence(); }
 
   // Packing hook (see pack_strided): reads `rows` (<= 16) rows of 16 contiguous
   // elements, src + r * row_stride, and writes their transpose: 16 rows of `lanes`

@@ -35,6 +35,23 @@ template <typename T>
 using MicroTileFn = void (*)(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb,
                              acc_t<T>* c, int64_t ldc, int cols, bool accumulate);
 
+// The most rows of dz a one-pass dense backward takes (MicroKernel::dot_outer_by_rows).
+inline constexpr int kMaxDotOuterRows = 8;
+
+// For m rows of v (the table slot), v[b * n + j]: over `rows` rows of w (w[r * ldw + j],
+// j < n), one row at a time,
+//   dot[b * ld_dot + r] = sum_j w[r, j] * v[b, j]         (a dense layer's dx = dz·Wᵀ)
+//   outer[r * ld_outer + j] = sum_b u[b * ld_u + r] * v[b, j]   (dW = xᵀ·dz)
+// Each outer element sums from zero, one FMA per b in order, as the micro-tiles do; each
+// dot in an order fixed by n alone (vector slots, then lanes). kStream writes outer's
+// rows with non-temporal stores (where aligned to the vector), which skip reading each
+// line before writing it: for an outer too large to stay in cache anyway.
+enum class OuterWrite { kStore, kStream };
+template <typename T>
+using DotOuterRowsFn = void (*)(int64_t rows, int64_t n, const T* w, int64_t ldw, const T* v,
+                                const T* u, int64_t ld_u, T* dot, int64_t ld_dot, T* outer,
+                                int64_t ld_outer, OuterWrite write);
+
 // Packs rows [r0, r0 + nr) x depth [d0, d0 + nd) of the matrix
 // element(r, d) = src[r * row_stride + d * depth_stride] into micro-panels of `panel`
 // rows (the PackSource layout in gemm.h), zero-filling the last panel's missing rows
@@ -66,6 +83,8 @@ struct MicroKernel {
   MicroTileFn<T> narrow_by_rows[kMaxMicroRows + 1];
   MicroTileFn<T> narrow_by_rows_a_in_place[kMaxMicroRows + 1];
   PackStridedFn<T> pack;
+  // dot_outer_by_rows[m], m <= kMaxDotOuterRows, for float and double (null for bf16).
+  DotOuterRowsFn<T> dot_outer_by_rows[kMaxDotOuterRows + 1];
   // Where set, the kernel reads A's packed panels as rows: each of a micro-panel's rows
   // its depth contiguous, a(i, p) = a[i * lda + p] with lda = nd rounded up to G. The
   // engine packs A as usual, then calls this on the packed block (rows a multiple of
@@ -115,5 +134,10 @@ const IsaKernels& active_kernels();
 // AMX where the CPU has it and the OS grants it, else AVX512_BF16; the environment
 // variable may name a lower one (amx, dpbf16, widen).
 const Bf16Kernels* active_bf16_kernels();
+
+// The dispatched micro-kernels for packed elements In: float and double from
+// active_kernels(), bfloat16_t from active_bf16_kernels() (which must not be null).
+template <typename In>
+const MicroKernel<In>& micro_kernel();
 
 }  // namespace fusedlayers

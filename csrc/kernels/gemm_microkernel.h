@@ -3,7 +3,8 @@
 // registers (include this header only from gemm_<isa>.cc, which are compiled with
 // that ISA's flags). V provides: T (the accumulators' type), Reg, kLanes, zero(),
 // load(p), broadcast(p), fma(a, b, c) = a * b + c, add(a, b), store(p, v),
-// load_first(p, n) and store_first(p, v, n) touching only the first n lanes; and, where
+// load_first(p, n) and store_first(p, v, n) touching only the first n lanes, stream(p, v)
+// (a non-temporal store, p aligned to the vector) and stream_fence(); and, where
 // the operands are of another type, Operands (see OperandsOf).
 #pragma once
 
@@ -11,6 +12,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "dot_outer_rows.h"
 #include "gemm_kernels.h"
 
 namespace fusedlayers {
@@ -336,6 +338,9 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
      ...);
   }
   if constexpr (OperandsOf<V>::kDepthGroup == 1) k.pack = &pack_strided<V, MR, NV * V::kLanes>;
+  if constexpr (std::is_same_v<typename OperandsOf<V>::Elem, typename V::T>) {
+    set_dot_outer_rows<V>(k, std::make_integer_sequence<int, kMaxDotOuterRows>());
+  }
   return k;
 }
 

@@ -85,7 +85,8 @@ inline void load_run(const T* data, int64_t base, int64_t stride, int64_t n,
 
 // A grow-once per-thread buffer for the packing callbacks (y and z packed beside dz,
 // 16-bit types widened), one per slot: no allocation once a thread has seen its
-// largest panel.
+// largest panel. Slots: 0-2 and kBf16SourceSlot here, 3-8 in conv_lowered.cc, 10 in
+// dense.cc.
 template <typename Acc, int kSlot>
 Acc* packing_scratch(int64_t count) {
   thread_local std::vector<Acc> buffer;
@@ -189,7 +190,7 @@ PackSource<Acc> strided_source(const T* data, int64_t rows, int64_t depth, int64
 }
 
 // The per-thread scratch slot of the float panels a bf16 source is computed in.
-inline constexpr int kBf16SourceSlot = 8;
+inline constexpr int kBf16SourceSlot = 9;
 
 // dz[e] = dz[e] * act'(y[e], z[e]) for e < count, all bf16 (z read only when the
 // derivative needs it): in float, a chunk at a time, rounded back to bf16.

@@ -30,6 +30,8 @@ struct PortableVector {
     return v;
   }
   static void store_first(T* p, Reg v, int n) { std::memcpy(p, &v, n * sizeof(T)); }
+  static void stream(T* p, Reg v) { store(p, v); }  // plain stores: no fence needed
+  static void stream_fence() {}
 };
 
 IsaKernels make_portable_kernels() {
