@@ -273,3 +273,48 @@ class TestErrors:
         with pytest.raises(tf.errors.InvalidArgumentError, match="num_bias must be 0 or 1"):
             gen_ops.fused_layers_fused_dense(x=tf.ones((2, 3)), kernel=tf.ones((3, 4)),
                                              bias=[tf.ones(4), tf.ones(4)])
+
+
+@pytest.mark.parametrize("op_name", ["dense", "conv2d", "conv2d_transpose"])
+@pytest.mark.parametrize("activation", ["linear", "relu", "gelu"])
+def test_gradient_depends_on_the_forward_only_where_it_reads_its_outputs(op_name, activation):
+    """A linear activation's gradient reads neither y nor the preactivation: its gradient
+    op takes no input from the forward op (so TensorFlow prunes the forward when only
+    gradients are used, as it does stock's), and its gradients are still right."""
+    rng = np.random.default_rng(3)
+    if op_name == "dense":
+        x = tf.constant(rng.uniform(-1, 1, (5, 7)), tf.float32)
+        kernel = tf.constant(rng.uniform(-1, 1, (7, 4)), tf.float32)
+        run = lambda x, k, b: fl.ops.fused_dense(x, k, b, activation)
+        stock = lambda x, k, b: tf.nn.bias_add(tf.matmul(x, k), b)
+    else:
+        x = tf.constant(rng.uniform(-1, 1, (2, 6, 6, 3)), tf.float32)
+        kernel = tf.constant(rng.uniform(-1, 1, (3, 3, 4, 3) if op_name == "conv2d_transpose"
+                                         else (3, 3, 3, 4)), tf.float32)
+        run = lambda x, k, b: getattr(fl.ops, "fused_" + op_name)(
+            x, k, b, strides=2, padding="same", activation=activation)
+        stock = lambda x, k, b: tf.nn.bias_add(
+            tf.nn.conv2d_transpose(x, k, [2, 12, 12, 4], 2, "SAME") if op_name == "conv2d_transpose"
+            else tf.nn.conv2d(x, k, 2, "SAME"), b)
+    bias = tf.constant(rng.uniform(-1, 1, 4), tf.float32)
+
+    def gradients(fn):
+        @tf.function
+        def grads(x, k, b):
+            with tf.GradientTape() as tape:
+                tape.watch([x, k, b])
+                y = fn(x, k, b)
+            return tape.gradient(y, [x, k, b], output_gradients=tf.ones_like(y) * 0.5)
+        return grads
+
+    fused_grads = gradients(run)
+    graph = fused_grads.get_concrete_function(x, kernel, bias).graph
+    ops = graph.get_operations()
+    forward = [op for op in ops if op.type.startswith("FusedLayers>") and not op.type.endswith("Grad")]
+    backward = [op for op in ops if op.type.startswith("FusedLayers>") and op.type.endswith("Grad")]
+    assert len(forward) == 1 and len(backward) == 1
+    reads_forward = any(t.op is forward[0] for t in backward[0].inputs)
+    assert reads_forward == (activation != "linear")
+    if activation == "linear":
+        for got, want in zip(fused_grads(x, kernel, bias), gradients(stock)(x, kernel, bias)):
+            assert_close(got, want, tf.float32)

@@ -32,6 +32,19 @@ def as_float_tensor(value, arg_name, dtype=None):
     return tensor
 
 
+def forward_outputs_for_grad(op, dy):
+    """(y, preactivation) of a fused forward op as its gradient op is to read them.
+
+    A linear activation's gradient reads neither (dz is dy): dy stands in for y and an
+    empty tensor for the preactivation, so the gradient does not depend on the forward
+    op, which TensorFlow then prunes where only gradients are used (as it prunes stock's
+    forward convolution or matmul).
+    """
+    if tf.compat.as_str(op.get_attr("activation")) == "linear":
+        return dy, tf.zeros([0], dy.dtype)
+    return op.outputs[0], op.outputs[1]
+
+
 def op_scope(name):
     """A name scope for the op in graphs; nothing in eager mode, where names are unused
     and entering a scope costs as much as a small op."""

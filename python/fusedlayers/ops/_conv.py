@@ -3,7 +3,8 @@
 import tensorflow as tf
 
 from fusedlayers._loader import gen_ops
-from fusedlayers.ops._common import activation_attrs, as_float_tensor, bias_list, op_scope
+from fusedlayers.ops._common import (activation_attrs, as_float_tensor, bias_list,
+                                     forward_outputs_for_grad, op_scope)
 
 
 def normalize_pair(value, arg_name, allow_none=False):
@@ -93,9 +94,10 @@ _GRAD_ATTRS = ("num_bias", "strides", "dilations", "padding", "activation", "lea
 
 
 def _conv_grad(grad_op, op, dy, extra_attrs=()):
+    y, preactivation = forward_outputs_for_grad(op, dy)
     dx, dkernel, dbias = grad_op(
-        dy=dy, x=op.inputs[0], kernel=op.inputs[1], y=op.outputs[0],
-        preactivation=op.outputs[1], **_forwarded_attrs(op, _GRAD_ATTRS + extra_attrs))
+        dy=dy, x=op.inputs[0], kernel=op.inputs[1], y=y, preactivation=preactivation,
+        **_forwarded_attrs(op, _GRAD_ATTRS + extra_attrs))
     return [dx, dkernel] + list(dbias)
 
 

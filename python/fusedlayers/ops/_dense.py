@@ -3,7 +3,8 @@
 import tensorflow as tf
 
 from fusedlayers._loader import gen_ops
-from fusedlayers.ops._common import activation_attrs, as_float_tensor, bias_list, op_scope
+from fusedlayers.ops._common import (activation_attrs, as_float_tensor, bias_list,
+                                     forward_outputs_for_grad, op_scope)
 
 
 def fused_dense(x, kernel, bias=None, activation=None, name=None):
@@ -32,12 +33,13 @@ def fused_dense(x, kernel, bias=None, activation=None, name=None):
 
 @tf.RegisterGradient("FusedLayers>FusedDense")
 def _fused_dense_grad(op, dy, _unused_dpreactivation):
+    y, preactivation = forward_outputs_for_grad(op, dy)
     dx, dkernel, dbias = gen_ops.fused_layers_fused_dense_grad(
         dy=dy,
         x=op.inputs[0],
         kernel=op.inputs[1],
-        y=op.outputs[0],
-        preactivation=op.outputs[1],
+        y=y,
+        preactivation=preactivation,
         num_bias=op.get_attr("num_bias"),
         activation=op.get_attr("activation"),
         leaky_slope=op.get_attr("leaky_slope"),
