@@ -109,6 +109,73 @@ def test_gradient_matches_stock_autodiff(activation, dtype, use_bias):
         assert_close(a, e, dtype, rtol=None if dtype != tf.float32 else 2e-5)
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("batch", range(1, 10))
+def test_small_batch_gradient_matches_stock_autodiff(dtype, batch):
+    """Batches of 1-8 rows take the one-pass backward (float, double, bfloat16), 9 the
+    two GEMMs: every vector edge of W's rows (1, 15, 17, 67 columns; 16 float lanes), an
+    activation whose gradient reads y (relu), one that reads the preactivation (silu),
+    and linear, against float64 autodiff."""
+    for units, activation in [(1, "relu"), (15, "silu"), (17, "linear"), (67, "relu")]:
+        x = random((batch, 6), dtype, 2.0)
+        kernel = random((6, units), dtype)
+        bias = random((units,), dtype)
+        upstream = random((batch, units), dtype)
+
+        def grads(fn, dt):
+            xs = [tf.cast(v, dt) for v in (x, kernel, bias)]
+            with tf.GradientTape() as tape:
+                tape.watch(xs)
+                y = fn(*xs, activation)
+            return tape.gradient(y, xs, output_gradients=tf.cast(upstream, dt))
+
+        expected = grads(stock_dense, tf.float64)
+        actual = grads(lambda x, k, b, a: fl.ops.fused_dense(x, k, b, activation=a), dtype)
+        for a, e in zip(actual, expected):
+            assert a.dtype == dtype
+            assert_close(a, e, dtype, rtol=None if dtype != tf.float32 else 2e-5)
+
+
+def test_batch_one_bfloat16_weight_gradient_rounds_to_nearest_even():
+    """With one row, each dW element is one product of two bfloat16 values (exact in
+    float32), rounded once to bfloat16: it must equal TensorFlow's float32 -> bfloat16
+    cast (nearest even) bit for bit, over a vector edge (37 columns)."""
+    x = random((1, 9), tf.bfloat16, 3.0)
+    kernel = random((9, 37), tf.bfloat16)
+    upstream = random((1, 37), tf.bfloat16, 3.0)
+    with tf.GradientTape() as tape:
+        tape.watch(kernel)
+        y = fl.ops.fused_dense(x, kernel, None, activation="linear")
+    dkernel = tape.gradient(y, kernel, output_gradients=upstream)
+    exact = tf.transpose(tf.cast(x, tf.float32)) * tf.cast(upstream, tf.float32)
+    expected = tf.cast(exact, tf.bfloat16)
+    np.testing.assert_array_equal(tf.bitcast(dkernel, tf.uint16).numpy(),
+                                  tf.bitcast(expected, tf.uint16).numpy())
+
+
+def test_small_batch_gradient_keeps_nan_and_inf():
+    """bfloat16's rounding in the one-pass backward keeps NaN a NaN and inf an inf, where
+    stock's gradient has them."""
+    x = tf.constant([[1.0, float("nan"), 2.0]], tf.bfloat16)
+    kernel = tf.constant([[1.0, -2.0], [0.5, 1.0], [float("inf"), 3.0]], tf.bfloat16)
+    bias = tf.zeros([2], tf.bfloat16)
+    upstream = tf.constant([[1.0, 2.0]], tf.bfloat16)
+
+    def grads(fn):
+        xs = [tf.cast(v, tf.float32) for v in (x, kernel, bias)] if fn is stock_dense else [x, kernel, bias]
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            y = fn(*xs, "linear")
+        return [tf.cast(g, tf.float32).numpy() for g in tape.gradient(y, xs, output_gradients=tf.cast(upstream, xs[0].dtype))]
+
+    for a, e in zip(grads(lambda *args: fl.ops.fused_dense(*args[:3], activation=args[3])),
+                    grads(stock_dense)):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
+        np.testing.assert_array_equal(np.isinf(a), np.isinf(e))
+        finite = np.isfinite(e)
+        np.testing.assert_allclose(a[finite], e[finite], rtol=1e-2)
+
+
 @pytest.mark.parametrize("activation", NAMES)
 def test_gradient_at_exactly_zero_preactivation_matches_stock(activation):
     """Where z is exactly 0, activations with a kink (relu, relu6, leaky_relu, elu, selu)

@@ -169,37 +169,67 @@ constexpr int64_t kOnePassMinElementsPerTask = int64_t(1) << 18;
 // 6.5 -> 5.2-5.7 ms; 2048 x 2048 (16 MiB) 1.0-1.1 -> 1.2 ms; 1024 x 1024 0.6 -> 0.8 ms.
 constexpr int64_t kStreamedDwMinBytes = int64_t(32) << 20;
 
-// Whether the backward runs in one pass over W (dense_backward_one_pass): float and
-// double (T's own kernels), a batch of at most kMaxDotOuterRows, elements in W and dz.
-// Beyond 8 rows, two GEMMs win: taking dz 8 rows at a time, batch 16-64 ran 10-50%
+// Whether the backward runs in one pass over W (dense_backward_one_pass): float, double
+// and bfloat16 (summed in float), a batch of at most kMaxDotOuterRows, elements in W and
+// dz. Beyond 8 rows, two GEMMs win: taking dz 8 rows at a time, batch 16-64 ran 10-50%
 // slower (512 x 512, 784 x 256, 4096 x 4096, in tf.function).
 template <typename T>
+constexpr bool has_one_pass_backward = std::is_same_v<T, acc_t<T>> || std::is_same_v<T, bfloat16_t>;
+
+template <typename T>
 bool backward_in_one_pass(const DenseBackwardArgs<T>& a) {
-  return std::is_same_v<T, acc_t<T>> && a.m >= 1 && a.m <= kMaxDotOuterRows && a.k > 0 &&
-         a.n > 0;
+  return has_one_pass_backward<T> && a.m >= 1 && a.m <= kMaxDotOuterRows && a.k > 0 && a.n > 0;
+}
+
+// The one-pass kernel for T's storage and a batch of m rows.
+template <typename T>
+DotOuterRowsFn<acc_t<T>, T> one_pass_kernel(int64_t m) {
+  if constexpr (std::is_same_v<T, bfloat16_t>) {
+    return micro_kernel<float>().dot_outer_bf16_by_rows[m];
+  } else {
+    return micro_kernel<T>().dot_outer_by_rows[m];
+  }
+}
+
+// dz = dy * act'(y, z) in the accumulation type, m x n, into per-thread scratch.
+template <typename T>
+const acc_t<T>* activation_grad_rows(const DenseBackwardArgs<T>& a) {
+  using Acc = acc_t<T>;
+  // Scratch slots, see packing_scratch.
+  constexpr int kDzSlot = 10, kYSlot = 11, kZSlot = 12;
+  const int64_t count = a.m * a.n;
+  Acc* dz = packing_scratch<Acc, kDzSlot>(count);
+  for (int64_t e = 0; e < count; ++e) dz[e] = load_as<Acc>(a.dy[e]);
+  if (a.act.kind == Activation::kLinear) return dz;
+  const bool use_z = grad_needs_preactivation(a.act);
+  if constexpr (std::is_same_v<T, Acc>) {
+    activation_derivative_multiply<Acc>(a.act, a.y, use_z ? a.z : nullptr, dz, count);
+  } else {
+    Acc* y = packing_scratch<Acc, kYSlot>(count);
+    Acc* z = use_z ? packing_scratch<Acc, kZSlot>(count) : nullptr;
+    for (int64_t e = 0; e < count; ++e) y[e] = load_as<Acc>(a.y[e]);
+    for (int64_t e = 0; z && e < count; ++e) z[e] = load_as<Acc>(a.z[e]);
+    activation_derivative_multiply<Acc>(a.act, y, z, dz, count);
+  }
+  return dz;
 }
 
 // dx and dW in one pass over W's rows (a batch of a few rows: see DotOuterRowsFn), split
 // across threads by W's rows (each dx element and dW row computed by one task: the same
-// bits on any thread count). dz is formed once (m x n), and db summed from it in batch
-// order.
+// bits on any thread count). dz is formed once (m x n, in the accumulation type), and db
+// summed from it in batch order.
 template <typename T>
 void dense_backward_one_pass(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
-  constexpr int kDzSlot = 10;  // see packing_scratch
-  T* dz = packing_scratch<T, kDzSlot>(a.m * a.n);
-  std::copy(a.dy, a.dy + a.m * a.n, dz);
-  if (a.act.kind != Activation::kLinear) {
-    activation_derivative_multiply<T>(a.act, a.y, grad_needs_preactivation(a.act) ? a.z : nullptr,
-                                      dz, a.m * a.n);
-  }
+  using Acc = acc_t<T>;
+  const Acc* dz = activation_grad_rows(a);
   if (a.db) {
     for (int64_t j = 0; j < a.n; ++j) {
-      T sum = dz[j];
+      Acc sum = dz[j];
       for (int64_t b = 1; b < a.m; ++b) sum += dz[b * a.n + j];
-      a.db[j] = sum;
+      a.db[j] = store_as<T>(sum);
     }
   }
-  const DotOuterRowsFn<T> kernel = micro_kernel<T>().dot_outer_by_rows[a.m];
+  const DotOuterRowsFn<Acc, T> kernel = one_pass_kernel<T>(a.m);
   const OuterWrite write = a.k * a.n * int64_t(sizeof(T)) >= kStreamedDwMinBytes
                                ? OuterWrite::kStream
                                : OuterWrite::kStore;
@@ -221,7 +251,7 @@ void dense_backward_one_pass(const DenseBackwardArgs<T>& a, TaskRunner& runner) 
 
 template <typename T>
 void dense_backward(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
-  if constexpr (std::is_same_v<T, acc_t<T>>) {
+  if constexpr (has_one_pass_backward<T>) {
     if (backward_in_one_pass(a)) return dense_backward_one_pass(a, runner);
   }
   with_packed_type<T>(a.m, [&](auto packed) {

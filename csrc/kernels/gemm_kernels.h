@@ -38,18 +38,20 @@ using MicroTileFn = void (*)(int64_t kc, const T* a, int64_t lda, const T* b, in
 // The most rows of dz a one-pass dense backward takes (MicroKernel::dot_outer_by_rows).
 inline constexpr int kMaxDotOuterRows = 8;
 
-// For m rows of v (the table slot), v[b * n + j]: over `rows` rows of w (w[r * ldw + j],
-// j < n), one row at a time,
+// For m rows of v (the table slot), v[b * n + j] in T: over `rows` rows of w (w[r * ldw + j],
+// j < n), one row at a time, summing in T,
 //   dot[b * ld_dot + r] = sum_j w[r, j] * v[b, j]         (a dense layer's dx = dz·Wᵀ)
 //   outer[r * ld_outer + j] = sum_b u[b * ld_u + r] * v[b, j]   (dW = xᵀ·dz)
 // Each outer element sums from zero, one FMA per b in order, as the micro-tiles do; each
 // dot in an order fixed by n alone (vector slots, then lanes). kStream writes outer's
 // rows with non-temporal stores (where aligned to the vector), which skip reading each
-// line before writing it: for an outer too large to stay in cache anyway.
+// line before writing it: for an outer too large to stay in cache anyway. w, u, dot and
+// outer are stored as S: T itself, or bfloat16 for T = float (rounded to nearest even when
+// stored, and never streamed).
 enum class OuterWrite { kStore, kStream };
-template <typename T>
-using DotOuterRowsFn = void (*)(int64_t rows, int64_t n, const T* w, int64_t ldw, const T* v,
-                                const T* u, int64_t ld_u, T* dot, int64_t ld_dot, T* outer,
+template <typename T, typename S = T>
+using DotOuterRowsFn = void (*)(int64_t rows, int64_t n, const S* w, int64_t ldw, const T* v,
+                                const S* u, int64_t ld_u, S* dot, int64_t ld_dot, S* outer,
                                 int64_t ld_outer, OuterWrite write);
 
 // Packs rows [r0, r0 + nr) x depth [d0, d0 + nd) of the matrix
@@ -83,8 +85,10 @@ struct MicroKernel {
   MicroTileFn<T> narrow_by_rows[kMaxMicroRows + 1];
   MicroTileFn<T> narrow_by_rows_a_in_place[kMaxMicroRows + 1];
   PackStridedFn<T> pack;
-  // dot_outer_by_rows[m], m <= kMaxDotOuterRows, for float and double (null for bf16).
+  // dot_outer_by_rows[m], m <= kMaxDotOuterRows, for float and double (null for bf16);
+  // for float, dot_outer_bf16_by_rows too, on bfloat16 storage (null otherwise).
   DotOuterRowsFn<T> dot_outer_by_rows[kMaxDotOuterRows + 1];
+  DotOuterRowsFn<T, bfloat16_t> dot_outer_bf16_by_rows[kMaxDotOuterRows + 1];
   // Where set, the kernel reads A's packed panels as rows: each of a micro-panel's rows
   // its depth contiguous, a(i, p) = a[i * lda + p] with lda = nd rounded up to G. The
   // engine packs A as usual, then calls this on the packed block (rows a multiple of

@@ -339,7 +339,11 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
   }
   if constexpr (OperandsOf<V>::kDepthGroup == 1) k.pack = &pack_strided<V, MR, NV * V::kLanes>;
   if constexpr (std::is_same_v<typename OperandsOf<V>::Elem, typename V::T>) {
-    set_dot_outer_rows<V>(k, std::make_integer_sequence<int, kMaxDotOuterRows>());
+    constexpr auto batches = std::make_integer_sequence<int, kMaxDotOuterRows>();
+    set_dot_outer_rows<V, typename V::T>(k.dot_outer_by_rows, batches);
+    if constexpr (std::is_same_v<typename V::T, float>) {
+      set_dot_outer_rows<V, bfloat16_t>(k.dot_outer_bf16_by_rows, batches);
+    }
   }
   return k;
 }
