@@ -38,6 +38,15 @@ def dense_workloads(fl, rng):
                 inputs, rng)
             for name, value in zip(("y", "dx", "dkernel", "dbias"), outs):
                 results[f"dense/{dtype.name}/{activation}/{name}"] = value
+        # A batch of a few rows: the one-pass backward, and for bfloat16 the strip forward,
+        # split across threads by W's rows and column strips.
+        for batch in (1, 3):
+            inputs = [random(rng, (batch, 700), dtype), random(rng, (700, 1500), dtype),
+                      random(rng, (1500,), dtype)]
+            outs = forward_and_gradients(
+                lambda x, k, b: fl.ops.fused_dense(x, k, b, activation="relu"), inputs, rng)
+            for name, value in zip(("y", "dx", "dkernel", "dbias"), outs):
+                results[f"dense/{dtype.name}/batch{batch}/{name}"] = value
     layer = fl.Dense(65, activation="silu")
     x = random(rng, (4, 130, 96), tf.float32)
     layer.build(x.shape)

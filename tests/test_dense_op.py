@@ -153,6 +153,36 @@ def test_batch_one_bfloat16_weight_gradient_rounds_to_nearest_even():
                                   tf.bitcast(expected, tf.uint16).numpy())
 
 
+@pytest.mark.parametrize("batch", range(1, 6))
+@pytest.mark.parametrize("units", [1, 15, 17, 67, 1500, 4100])
+def test_small_batch_bfloat16_forward_matches_stock(batch, units):
+    """A bfloat16 layer with 1-4 rows runs strips of W's columns read in place (5 rows:
+    the packed product): every vector edge, and outputs wider than one strip (4096 sums,
+    split by rows), against stock in float64 with the preactivation saved (gelu)."""
+    x = random((batch, 37), tf.bfloat16, 2.0)
+    kernel = random((37, units), tf.bfloat16)
+    bias = random((units,), tf.bfloat16)
+    for activation in ("relu", "gelu"):
+        expected = stock_dense(*[tf.cast(v, tf.float64) for v in (x, kernel, bias)], activation)
+        actual = fl.ops.fused_dense(x, kernel, bias, activation=activation)
+        assert actual.dtype == tf.bfloat16
+        assert_close(actual, expected, tf.bfloat16)
+
+
+def test_batch_one_bfloat16_forward_rounds_once():
+    """With one row and depth 1 each output is one exact product plus the bias in float32,
+    activated and rounded once to bfloat16: TensorFlow's float32 result cast to bfloat16,
+    bit for bit, across a strip boundary (4100 columns)."""
+    x = random((1, 1), tf.bfloat16, 3.0)
+    kernel = random((1, 4100), tf.bfloat16)
+    bias = random((4100,), tf.bfloat16)
+    actual = fl.ops.fused_dense(x, kernel, bias, activation="relu")
+    f32 = [tf.cast(v, tf.float32) for v in (x, kernel, bias)]
+    expected = tf.cast(tf.nn.relu(f32[0] * f32[1] + f32[2]), tf.bfloat16)
+    np.testing.assert_array_equal(tf.bitcast(actual, tf.uint16).numpy(),
+                                  tf.bitcast(expected, tf.uint16).numpy())
+
+
 def test_small_batch_gradient_keeps_nan_and_inf():
     """bfloat16's rounding in the one-pass backward keeps NaN a NaN and inf an inf, where
     stock's gradient has them."""

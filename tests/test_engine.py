@@ -320,12 +320,13 @@ def test_bf16_layers_with_each_kernel_forced(kernel):
 
 @pytest.mark.parametrize("isa", supported_isas())
 def test_small_batch_dense_gradients_on_each_isa(isa):
-    """The one-pass backward's TensorFlow tests (float32, float64 and bfloat16 storage,
-    bfloat16 rounding, NaN and inf) with each ISA's kernels forced."""
+    """The small-batch kernels' TensorFlow tests (the one-pass backward on float32, float64
+    and bfloat16 storage, the bfloat16 strip forward, bfloat16 rounding, NaN and inf) with
+    each ISA's kernels forced."""
     here = os.path.dirname(os.path.abspath(__file__))
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k",
-         "small_batch or rounds_to_nearest", os.path.join(here, "test_dense_op.py")],
+         "small_batch or rounds", os.path.join(here, "test_dense_op.py")],
         env=child_env(FUSEDLAYERS_ISA=isa), capture_output=True, text=True, timeout=600,
         cwd=os.path.dirname(here))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]

@@ -95,10 +95,55 @@ void dense_forward_no_depth(const DenseForwardArgs<T>& a, TaskRunner& runner) {
   if (a.z) broadcast_row(z_row.data(), a.m, a.n, a.z, runner);
 }
 
+// Elements of W per task below which the small-batch kernels stay on one thread.
+constexpr int64_t kSmallBatchMinElementsPerTask = int64_t(1) << 18;
+
+// The most columns of a bfloat16 strip (its m x columns float sums stay in L1).
+constexpr int64_t kStripBf16Elements = 4096;
+
+// A bfloat16 layer with a batch of at most kMaxStripRows: W read once, in place, by strips
+// of its columns (StripRowsFn) rather than packed into pairs each call, which costs more
+// than the product at such batches. Each output element is summed by one strip, so the
+// result does not depend on how strips are split across threads. In tf.function, two
+// threads, relu, packed -> strips: 1 x 1024 -> 1024 0.47 -> 0.34 ms, 1 x 4096 -> 4096
+// 3.36 -> 1.29 ms, 2 x 1024 -> 1024 0.51 -> 0.37 ms, 3 x 4096 -> 4096 3.2 -> 2.5 ms,
+// 4 x 1024 -> 1024 0.46 both; 8 rows lose (8 x 1024 -> 1024 0.47 -> 0.70 ms): a strip
+// loads and stores each row's sums every depth step.
+void dense_forward_bf16_strips(const DenseForwardArgs<bfloat16_t>& a, TaskRunner& runner) {
+  constexpr int kXSlot = 13, kStripSlot = 14;  // see packing_scratch
+  float* x = packing_scratch<float, kXSlot>(a.m * a.k);
+  for (int64_t e = 0; e < a.m * a.k; ++e) x[e] = load_as<float>(a.x[e]);
+  const StripRowsFn kernel = micro_kernel<float>().strip_bf16_by_rows[a.m];
+  const int64_t tasks = std::clamp<int64_t>(a.k * a.n / kSmallBatchMinElementsPerTask, 1,
+                                            runner.num_threads());
+  // Strips of whole vectors, at most kStripBf16Elements sums each, enough for the tasks.
+  const int64_t width = std::min(std::max<int64_t>(kStripBf16Elements / a.m / 16 * 16, 16),
+                                 (a.n + 16 * tasks - 1) / (16 * tasks) * 16);
+  const int64_t strips = (a.n + width - 1) / width;
+  const int64_t strips_per_task = (strips + tasks - 1) / tasks;
+  const auto task = [&](int64_t t) {
+    float* sums = packing_scratch<float, kStripSlot>(a.m * width);
+    for (int64_t s = t * strips_per_task; s < std::min(strips, (t + 1) * strips_per_task); ++s) {
+      const int64_t j0 = s * width, cols = std::min(width, a.n - j0);
+      kernel(a.k, cols, x, a.k, a.w + j0, a.n, sums);
+      epilogue_bias_act<bfloat16_t, float>(sums, cols, a.m, cols, a.bias, j0, a.act, a.y + j0, a.n,
+                                           a.z ? a.z + j0 : nullptr);
+    }
+  };
+  if (tasks == 1) {
+    task(0);
+  } else {
+    runner.run(tasks, task);
+  }
+}
+
 template <typename T>
 void dense_forward(const DenseForwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   if (a.k == 0) return dense_forward_no_depth(a, runner);
+  if constexpr (std::is_same_v<T, bfloat16_t>) {
+    if (a.m >= 1 && a.m <= kMaxStripRows && a.n > 0) return dense_forward_bf16_strips(a, runner);
+  }
   const GemmAccumulator<Acc> in_y = output_accumulator(a.y, a.n);
   TileEpilogue<Acc> epilogue;
   // Summed in place in y, a linear layer without bias is already finished.
@@ -162,8 +207,6 @@ void dense_backward_as(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
            runner);
 }
 
-// Elements of W per task below which the one-pass backward stays on one thread.
-constexpr int64_t kOnePassMinElementsPerTask = int64_t(1) << 18;
 // dW of at least this many bytes is streamed past the caches (OuterWrite::kStream). In
 // tf.function, two threads, batch 1 and 4: 4096 x 4096 (64 MiB) 4.5 -> 3.6-4.1 ms and
 // 6.5 -> 5.2-5.7 ms; 2048 x 2048 (16 MiB) 1.0-1.1 -> 1.2 ms; 1024 x 1024 0.6 -> 0.8 ms.
@@ -233,7 +276,7 @@ void dense_backward_one_pass(const DenseBackwardArgs<T>& a, TaskRunner& runner) 
   const OuterWrite write = a.k * a.n * int64_t(sizeof(T)) >= kStreamedDwMinBytes
                                ? OuterWrite::kStream
                                : OuterWrite::kStore;
-  const int64_t tasks = std::clamp<int64_t>(a.k * a.n / kOnePassMinElementsPerTask, 1,
+  const int64_t tasks = std::clamp<int64_t>(a.k * a.n / kSmallBatchMinElementsPerTask, 1,
                                             runner.num_threads());
   const int64_t rows_per_task = (a.k + tasks - 1) / tasks;
   const auto task = [&](int64_t t) {

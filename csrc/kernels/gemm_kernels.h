@@ -54,6 +54,14 @@ using DotOuterRowsFn = void (*)(int64_t rows, int64_t n, const S* w, int64_t ldw
                                 const S* u, int64_t ld_u, S* dot, int64_t ld_dot, S* outer,
                                 int64_t ld_outer, OuterWrite write);
 
+// For m rows of x (the table slot, m <= kMaxStripRows), x[b * ldx + p] widened to float:
+// c[b * cols + j] = sum over p < depth of x(b, p) * w[p * ldw + j] for j < cols, w read in
+// place as bfloat16, each depth step one contiguous run of a row of w; each sum from zero,
+// one FMA a step in depth order. c (m x cols floats) is overwritten. A bfloat16 dense
+// layer's forward with a batch of a few rows, a strip of columns at a time.
+using StripRowsFn = void (*)(int64_t depth, int64_t cols, const float* x, int64_t ldx,
+                             const bfloat16_t* w, int64_t ldw, float* c);
+
 // Packs rows [r0, r0 + nr) x depth [d0, d0 + nd) of the matrix
 // element(r, d) = src[r * row_stride + d * depth_stride] into micro-panels of `panel`
 // rows (the PackSource layout in gemm.h), zero-filling the last panel's missing rows
@@ -89,6 +97,8 @@ struct MicroKernel {
   // for float, dot_outer_bf16_by_rows too, on bfloat16 storage (null otherwise).
   DotOuterRowsFn<T> dot_outer_by_rows[kMaxDotOuterRows + 1];
   DotOuterRowsFn<T, bfloat16_t> dot_outer_bf16_by_rows[kMaxDotOuterRows + 1];
+  // For float, strip_bf16_by_rows[m] (StripRowsFn), m <= kMaxStripRows (null otherwise).
+  StripRowsFn strip_bf16_by_rows[kMaxStripRows + 1];
   // Where set, the kernel reads A's packed panels as rows: each of a micro-panel's rows
   // its depth contiguous, a(i, p) = a[i * lda + p] with lda = nd rounded up to G. The
   // engine packs A as usual, then calls this on the packed block (rows a multiple of

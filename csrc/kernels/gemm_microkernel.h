@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "dot_outer_rows.h"
+#include "small_batch_dense.h"
 #include "gemm_kernels.h"
 
 namespace fusedlayers {
@@ -343,6 +343,7 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
     set_dot_outer_rows<V, typename V::T>(k.dot_outer_by_rows, batches);
     if constexpr (std::is_same_v<typename V::T, float>) {
       set_dot_outer_rows<V, bfloat16_t>(k.dot_outer_bf16_by_rows, batches);
+      set_strip_rows_bf16<V>(k.strip_bf16_by_rows, std::make_integer_sequence<int, kMaxStripRows>());
     }
   }
   return k;
