@@ -192,14 +192,18 @@ void strip_rows_bf16(int64_t depth, int64_t cols, const float* x, int64_t ldx,
   using Reg = typename V::Reg;
   using St = Stored<V, bfloat16_t>;
   constexpr int L = V::kLanes;
+  constexpr int kRowsAhead = 2;  // W's rows fetched ahead of the one summed
   for (int64_t e = 0; e < M * cols; ++e) c[e] = 0.0f;
   const int64_t whole = cols / L * L;
   const int left = static_cast<int>(cols - whole);
   for (int64_t p = 0; p < depth; ++p) {
     const bfloat16_t* w_row = w + p * ldw;
+    const bfloat16_t* ahead = w_row + kRowsAhead * ldw;
+    const bool fetch = p + kRowsAhead < depth;
     Reg xb[M];
     for (int b = 0; b < M; ++b) xb[b] = V::broadcast(x + b * ldx + p);
     for (int64_t j = 0; j < whole; j += L) {
+      if (fetch && j % (2 * L) == 0) __builtin_prefetch(ahead + j);
       const Reg wv = St::load(w_row + j);
 #pragma GCC unroll 8
       for (int b = 0; b < M; ++b) {
