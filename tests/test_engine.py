@@ -114,8 +114,9 @@ def run_strided_checks():
 
 def run_in_place_checks():
     """Operands read in place instead of packed (A with few columns of C, B with few
-    rows; with up to 4 rows, B in strips) and C computed transposed (few rows,
-    depth-contiguous B): each gives the packed path's bits."""
+    rows; with up to 4 rows, B in strips; with rows of B 8 KiB apart, in depth steps of
+    64 with the sums parked between them, A packed or in place) and C computed transposed
+    (few rows, depth-contiguous B): each gives the packed path's bits."""
     rng = np.random.default_rng(10)
     for dtype in (np.float32, np.float64):
         block = _native.gemm_blocking(np.dtype(dtype).name)
@@ -126,10 +127,15 @@ def run_in_place_checks():
                                       (1, kc + 5, 512 + nr + 3, False), (1, 2 * kc + 1, 300, False),
                                       (1, 2 * kc + 3, 2 * 2048 + nr + 5, False),
                                       (1, kc + 7, 2 * nr - 3, False), (3, 2 * kc + 1, 2 * nr + 7, False),
-                                      (7, kc + 3, 2048 + nr + 5, False), (13, kc + 3, 2048 + 5, False)]:
+                                      (7, kc + 3, 2048 + nr + 5, False), (13, kc + 3, 2048 + 5, False),
+                                      (30, 2 * kc + 7, 2048 + nr + 3, False),
+                                      (25, kc + 70, 2048 + 2 * nr, False), (40, 2 * kc + 5, 40, None)]:
             a = rng.uniform(-1, 1, (m, k)).astype(dtype)
-            b = rng.uniform(-1, 1, (n, k)).astype(dtype).T if b_transposed else (
-                rng.uniform(-1, 1, (k, n)).astype(dtype))
+            if b_transposed is None:  # few columns of rows 2100 apart: A read in place too
+                b = rng.uniform(-1, 1, (k, 2100)).astype(dtype)[:, 7:7 + n]
+            else:
+                b = rng.uniform(-1, 1, (n, k)).astype(dtype).T if b_transposed else (
+                    rng.uniform(-1, 1, (k, n)).astype(dtype))
             packed = check_gemm(a, b, callback_packing=True)
             for threads in (1, 3):
                 for in_output in (True, False):

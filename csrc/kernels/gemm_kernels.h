@@ -86,6 +86,12 @@ struct MicroKernel {
   // an nr-wide tile reads a line or two from each row's page (see strip_tile).
   int strip_elements;
   MicroTileFn<T> strip_by_rows[kMaxStripRows + 1];
+  // Full-width tiles that sum a part of the depth into a tile of raw sums (c, ldc) and
+  // resume from it (accumulate), null where none: a B read in place is then walked in
+  // shorter depth steps, for every tile of rows, than the depth each sum is formed over
+  // (see micro_tile's PARKED).
+  MicroTileFn<T> parked_by_rows[kMaxMicroRows + 1];
+  MicroTileFn<T> parked_by_rows_a_in_place[kMaxMicroRows + 1];
   // Tiles one vector wide, for C's last columns when at most narrow_nr are left (0:
   // none): the full-width tile would spend its FMAs on padding (N = 100 leaves 4 of
   // 32). Same operand layouts, the packed B panel still nr wide.

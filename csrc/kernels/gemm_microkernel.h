@@ -42,8 +42,11 @@ struct OperandsOf<V, std::void_t<typename V::Operands>> : V::Operands {};
 
 // One tile of ROWS x (NV * kLanes) accumulators kept in registers for the whole
 // depth; A's packed panel has MR rows per depth group, or with A_IN_PLACE row i is
-// read at a + i * lda (layouts in gemm_kernels.h).
-template <class V, int MR, int NV, int ROWS, bool A_IN_PLACE>
+// read at a + i * lda (layouts in gemm_kernels.h). PARKED: c is a full NR-wide tile
+// of raw sums, not C: the accumulators start from it when `accumulate` is set (zero
+// otherwise) and end in it as they are, so that a depth can be summed in parts with
+// the same roundings as in one pass (MicroKernel::parked_by_rows).
+template <class V, int MR, int NV, int ROWS, bool A_IN_PLACE, bool PARKED = false>
 void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
                 const typename OperandsOf<V>::Elem* b, int64_t ldb, typename V::T* c,
                 int64_t ldc, int cols, bool accumulate) {
@@ -57,7 +60,8 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
 #pragma GCC unroll 16
   for (int i = 0; i < ROWS; ++i)
 #pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) acc[i][j] = V::zero();
+    for (int j = 0; j < NV; ++j)
+      acc[i][j] = PARKED && accumulate ? V::load(c + i * ldc + j * L) : V::zero();
 
   // C is read only at the end: start fetching its lines now.
 #pragma GCC unroll 16
@@ -111,13 +115,13 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
     }
   }
 
-  if (cols == NR) {
+  if (PARKED || cols == NR) {
 #pragma GCC unroll 16
     for (int i = 0; i < ROWS; ++i) {
 #pragma GCC unroll 4
       for (int j = 0; j < NV; ++j) {
         typename V::T* cij = c + i * ldc + j * L;
-        V::store(cij, accumulate ? V::add(V::load(cij), acc[i][j]) : acc[i][j]);
+        V::store(cij, !PARKED && accumulate ? V::add(V::load(cij), acc[i][j]) : acc[i][j]);
       }
     }
     return;
@@ -328,6 +332,10 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
   ((k.by_rows_a_in_place[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, true>),
    ...);
   if constexpr (OperandsOf<V>::kDepthGroup == 1 && NV > 1) {
+    ((k.parked_by_rows[RowsMinusOne + 1] = &micro_tile<V, MR, NV, RowsMinusOne + 1, false, true>), ...);
+    ((k.parked_by_rows_a_in_place[RowsMinusOne + 1] =
+          &micro_tile<V, MR, NV, RowsMinusOne + 1, true, true>),
+     ...);
     set_strips<V, MR>(k, std::make_integer_sequence<int, (MR < kMaxStripRows ? MR : kMaxStripRows)>());
   }
   if constexpr (NV > 1) {
