@@ -106,9 +106,10 @@ constexpr int64_t kStripBf16Elements = 4096;
 // than the product at such batches. Each output element is summed by one strip, so the
 // result does not depend on how strips are split across threads. In tf.function, two
 // threads, relu, packed -> strips: 1 x 1024 -> 1024 0.47 -> 0.34 ms, 1 x 4096 -> 4096
-// 3.36 -> 1.29 ms (1.2 with W's rows fetched two ahead: 1.4-1.6 without), 2 x 1024 -> 1024 0.51 -> 0.37 ms, 3 x 4096 -> 4096 3.2 -> 2.5 ms,
-// 4 x 1024 -> 1024 0.46 both; 8 rows lose (8 x 1024 -> 1024 0.47 -> 0.70 ms): a strip
-// loads and stores each row's sums every depth step.
+// 3.36 -> 1.2 ms (1.4-1.6 without fetching W's rows two ahead), 2 x 1024 -> 1024 0.51 ->
+// 0.37 ms, 3 x 4096 -> 4096 3.2 -> 2.5 ms, 4 x 1024 -> 1024 0.46 both; 8 rows lose
+// (8 x 1024 -> 1024 0.47 -> 0.70 ms): a strip loads and stores each row's sums every
+// depth step.
 void dense_forward_bf16_strips(const DenseForwardArgs<bfloat16_t>& a, TaskRunner& runner) {
   constexpr int kXSlot = 13, kStripSlot = 14;  // see packing_scratch
   float* x = packing_scratch<float, kXSlot>(a.m * a.k);
@@ -130,11 +131,7 @@ void dense_forward_bf16_strips(const DenseForwardArgs<bfloat16_t>& a, TaskRunner
                                            a.z ? a.z + j0 : nullptr);
     }
   };
-  if (tasks == 1) {
-    task(0);
-  } else {
-    runner.run(tasks, task);
-  }
+  run_tasks(runner, tasks, task);
 }
 
 template <typename T>
@@ -285,11 +282,7 @@ void dense_backward_one_pass(const DenseBackwardArgs<T>& a, TaskRunner& runner) 
     kernel(rows, a.n, a.w + r0 * a.n, a.n, dz, a.x + r0, a.k, a.dx + r0, a.k,
            a.dw + r0 * a.n, a.n, write);
   };
-  if (tasks == 1) {
-    task(0);
-  } else {
-    runner.run(tasks, task);
-  }
+  run_tasks(runner, tasks, task);
 }
 
 template <typename T>

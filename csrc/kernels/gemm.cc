@@ -571,12 +571,7 @@ void run_gemm(const PackSource<In>& a, const PackSource<In>& b, const TileEpilog
                            reads_b_in_place(b, m),
                            reads_b_in_strips(a, b, m, n),
                            reads_a_in_place(a, n)};
-  const int64_t tasks = call.part.tm * call.part.tn;
-  if (tasks == 1) {
-    call.run_task(0);
-  } else {
-    runner.run(tasks, [&call](int64_t task) { call.run_task(task); });
-  }
+  run_tasks(runner, call.part.tm * call.part.tn, [&call](int64_t task) { call.run_task(task); });
 }
 
 }  // namespace

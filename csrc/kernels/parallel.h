@@ -18,6 +18,17 @@ class TaskRunner {
   virtual void run(int64_t num_tasks, const std::function<void(int64_t)>& task) = 0;
 };
 
+// runner.run, or the one task on the calling thread: handing a single task to the pool
+// only adds the wake-up.
+template <typename F>
+void run_tasks(TaskRunner& runner, int64_t num_tasks, const F& task) {
+  if (num_tasks == 1) {
+    task(0);
+  } else {
+    runner.run(num_tasks, task);
+  }
+}
+
 // Runs every task on the calling thread.
 class SerialRunner final : public TaskRunner {
  public:
