@@ -157,8 +157,8 @@ def test_batch_one_bfloat16_weight_gradient_rounds_to_nearest_even():
 @pytest.mark.parametrize("units", [1, 15, 17, 67, 1500, 4100])
 def test_small_batch_bfloat16_forward_matches_stock(batch, units):
     """A bfloat16 layer with 1-4 rows runs strips of W's columns read in place (5 rows:
-    the packed product): every vector edge, and outputs wider than one strip (4096 sums,
-    split by rows), against stock in float64 with the preactivation saved (gelu)."""
+    the packed product): every vector edge, and outputs wider than one strip (4096 / rows
+    columns), against stock in float64, also where the preactivation is saved (gelu)."""
     x = random((batch, 37), tf.bfloat16, 2.0)
     kernel = random((37, units), tf.bfloat16)
     bias = random((units,), tf.bfloat16)
