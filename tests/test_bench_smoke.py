@@ -24,6 +24,9 @@ def test_cli_writes_json_csv_markdown_and_png(tmp_path):
     assert {"cpu", "kernel_isa", "cores", "tensorflow", "onednn", "build_info"} <= set(
         data["machine"])
     assert data["peak"]["gflops"] > 0
+    floor = data["machine"]["call_floor_ms"]
+    assert floor["function"] > 0 and floor["eager"] > 0
+    assert "per-call floor" in (out / "results.md").read_text()
     [result] = data["results"]
     assert result["id"] == TINY_CASE and result["status"] == "ok", result
     assert result["pairs"] >= 3

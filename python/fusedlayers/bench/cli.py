@@ -85,6 +85,7 @@ def main(argv=None):
         budget = Budget(args.seconds, min(budget.min_pairs, 3), budget.max_pairs)
 
     header = machine.describe(argv)
+    header["call_floor_ms"] = machine.measure_call_floor()
     peak = machine.measure_peak()
     print(report.header_lines(header, peak))
     print(f"\n{len(selected)} cases\n")

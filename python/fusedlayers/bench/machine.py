@@ -76,6 +76,24 @@ def _matmul_peak_gflops(n=2048, repeats=5):
     return 2 * n ** 3 / best / 1e9
 
 
+def measure_call_floor(calls=2000):
+    """{"function", "eager"}: median ms of calling a tf.function that only computes x + 1,
+    and of that one op in eager mode. Every case in those modes pays about as much per
+    call on both sides, which bounds the speed-up of layers whose work is smaller."""
+    x = tf.zeros([4])
+    add_one = tf.function(lambda v: v + 1)
+    floors = {}
+    for mode, call in (("function", add_one), ("eager", lambda v: v + 1)):
+        call(x)
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            call(x)
+            times.append(time.perf_counter() - start)
+        floors[mode] = round(sorted(times)[calls // 2] * 1e3, 4)
+    return floors
+
+
 def measure_peak():
     """{"gflops", "method"}: the machine's fp32 peak over all usable cores.
 

@@ -110,6 +110,14 @@ def _x(value):
     return "—" if value is None else f"{value:.2f}×"
 
 
+def _call_floor(floor):
+    if not floor:
+        return "not measured"
+    return (f"{floor['function']:.3f} ms a `tf.function` call, {floor['eager']:.3f} ms an eager op "
+            "(median, `x + 1` alone): paid per call by both sides, it bounds the speed-up of "
+            "layers that compute less")
+
+
 def header_lines(header, peak):
     info = header["build_info"]
     rows = [
@@ -125,6 +133,7 @@ def header_lines(header, peak):
                                         f"{header['python']}"),
         ("oneDNN", header["onednn"]),
         ("fp32 peak", f"{peak['gflops']:.0f} GFLOP/s — {peak['method']}"),
+        ("per-call floor", _call_floor(header.get("call_floor_ms"))),
         ("load average (1/5/15 min) at start", " / ".join(map(str, header["load_average_1_5_15"]))),
         ("fusedlayers build", f"{info.get('fusedlayers')}, {info.get('compiler')}, "
                               f"{info.get('build_type')}, TF {info.get('tensorflow_built_against')}"),
