@@ -98,11 +98,8 @@ void dense_forward_no_depth(const DenseForwardArgs<T>& a, TaskRunner& runner) {
 // Elements of W per task below which the small-batch kernels stay on one thread.
 constexpr int64_t kSmallBatchMinElementsPerTask = int64_t(1) << 18;
 
-// The most columns of a bfloat16 strip (its m x columns float sums stay in L1).
-constexpr int64_t kStripBf16Elements = 4096;
-
 // A bfloat16 layer with a batch of at most kMaxStripRows: W read once, in place, by strips
-// of its columns (StripRowsFn) rather than packed into pairs each call, which costs more
+// of its columns (MicroKernel::strip_bf16_by_rows) rather than packed into pairs each call, which costs more
 // than the product at such batches. Each output element is summed by one strip, so the
 // result does not depend on how strips are split across threads. In tf.function, two
 // threads, relu, packed -> strips: 1 x 1024 -> 1024 0.47 -> 0.34 ms, 1 x 4096 -> 4096
@@ -112,13 +109,17 @@ constexpr int64_t kStripBf16Elements = 4096;
 // depth step.
 void dense_forward_bf16_strips(const DenseForwardArgs<bfloat16_t>& a, TaskRunner& runner) {
   constexpr int kXSlot = 13, kStripSlot = 14;  // see packing_scratch
-  float* x = packing_scratch<float, kXSlot>(a.m * a.k);
-  for (int64_t e = 0; e < a.m * a.k; ++e) x[e] = load_as<float>(a.x[e]);
-  const StripRowsFn kernel = micro_kernel<float>().strip_bf16_by_rows[a.m];
+  const MicroKernel<float>& mk = micro_kernel<float>();
+  // x widened, as the strip reads A: row r of depth step p at p * mr + r.
+  float* x = packing_scratch<float, kXSlot>(a.k * mk.mr);
+  for (int64_t r = 0; r < a.m; ++r)
+    for (int64_t p = 0; p < a.k; ++p) x[p * mk.mr + r] = load_as<float>(a.x[r * a.k + p]);
+  const Bf16StripFn kernel = mk.strip_bf16_by_rows[a.m];
   const int64_t tasks = std::clamp<int64_t>(a.k * a.n / kSmallBatchMinElementsPerTask, 1,
                                             runner.num_threads());
-  // Strips of whole vectors, at most kStripBf16Elements sums each, enough for the tasks.
-  const int64_t width = std::min(std::max<int64_t>(kStripBf16Elements / a.m / 16 * 16, 16),
+  // Strips a multiple of 16 columns wide, their m x width sums within the strip's buffer,
+  // enough of them for the tasks.
+  const int64_t width = std::min(std::max<int64_t>(mk.strip_elements / a.m / 16 * 16, 16),
                                  (a.n + 16 * tasks - 1) / (16 * tasks) * 16);
   const int64_t strips = (a.n + width - 1) / width;
   const int64_t strips_per_task = (strips + tasks - 1) / tasks;
@@ -126,7 +127,7 @@ void dense_forward_bf16_strips(const DenseForwardArgs<bfloat16_t>& a, TaskRunner
     float* sums = packing_scratch<float, kStripSlot>(a.m * width);
     for (int64_t s = t * strips_per_task; s < std::min(strips, (t + 1) * strips_per_task); ++s) {
       const int64_t j0 = s * width, cols = std::min(width, a.n - j0);
-      kernel(a.k, cols, x, a.k, a.w + j0, a.n, sums);
+      kernel(a.k, x, mk.mr, a.w + j0, a.n, sums, cols, static_cast<int>(cols), false);
       epilogue_bias_act<bfloat16_t, float>(sums, cols, a.m, cols, a.bias, j0, a.act, a.y + j0, a.n,
                                            a.z ? a.z + j0 : nullptr);
     }

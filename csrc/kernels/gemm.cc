@@ -340,6 +340,7 @@ struct GemmCall {
   int64_t kc;  // depth step: the depth split into equal steps (of whole depth groups) of at most blocking.kc
   bool b_in_place;  // see reads_b_in_place
   bool b_strips;    // see reads_b_in_strips
+  bool b_parked;    // see reads_b_parked
   bool a_in_place;  // see reads_a_in_place
 
   // A column of full-width tiles (rows [i0, i0 + mi), nr columns from j0) over depth
@@ -464,8 +465,7 @@ struct GemmCall {
             const MicroTileFn<In>* tiles = a_in_place ? (narrow ? mk.narrow_by_rows_a_in_place
                                                                 : mk.by_rows_a_in_place)
                                                       : (narrow ? mk.narrow_by_rows : mk.by_rows);
-            if (in_place && kc_cur > kParkedDepthStep && mc_cur > mr && mk.parked_by_rows[1] &&
-                ldb * int64_t(sizeof(In)) >= kParkedRowBytes) {
+            if (in_place && b_parked && kc_cur > kParkedDepthStep && mc_cur > mr) {
               run_parked_column(ic, mc_cur, jc + jr, pc, kc_cur, kc_packed, a_panels, b_panel,
                                 ldb, last, s.parked, c_at(ic, jc + jr), ldc);
               continue;
@@ -521,6 +521,14 @@ bool reads_b_in_strips(const PackSource<In>& a, const PackSource<In>& b, int64_t
          !reads_a_in_place(a, n);
 }
 
+// B read in place by register tiles kParkedDepthStep depth steps at a time, their sums
+// parked between steps (run_parked_column): its rows kParkedRowBytes or more apart.
+template <typename In>
+bool reads_b_parked(const PackSource<In>& b, int64_t m) {
+  return reads_b_in_place(b, m) && b.depth_stride * int64_t(sizeof(In)) >= kParkedRowBytes &&
+         engine<In>().mk.parked_by_rows[1];
+}
+
 // C with few rows whose B cannot be read in place but is depth-contiguous (a dense
 // layer's input gradient dz·Wᵀ: W [K, N] seen as K rows of depth N) is computed
 // transposed, Cᵀ = B·Aᵀ, reading B in place as the A side instead of transposing all
@@ -570,6 +578,7 @@ void run_gemm(const PackSource<In>& a, const PackSource<In>& b, const TileEpilog
                            depth_step<In>(k),
                            reads_b_in_place(b, m),
                            reads_b_in_strips(a, b, m, n),
+                           reads_b_parked(b, m),
                            reads_a_in_place(a, n)};
   run_tasks(runner, call.part.tm * call.part.tn, [&call](int64_t task) { call.run_task(task); });
 }

@@ -54,13 +54,10 @@ using DotOuterRowsFn = void (*)(int64_t rows, int64_t n, const S* w, int64_t ldw
                                 const S* u, int64_t ld_u, S* dot, int64_t ld_dot, S* outer,
                                 int64_t ld_outer, OuterWrite write);
 
-// For m rows of x (the table slot, m <= kMaxStripRows), x[b * ldx + p] widened to float:
-// c[b * cols + j] = sum over p < depth of x(b, p) * w[p * ldw + j] for j < cols, w read in
-// place as bfloat16, each depth step one contiguous run of a row of w; each sum from zero,
-// one FMA a step in depth order. c (m x cols floats) is overwritten. A bfloat16 dense
-// layer's forward with a batch of a few rows, a strip of columns at a time.
-using StripRowsFn = void (*)(int64_t depth, int64_t cols, const float* x, int64_t ldx,
-                             const bfloat16_t* w, int64_t ldw, float* c);
+// A strip (MicroKernel::strip_by_rows) whose B is stored as bfloat16, widened as it is
+// loaded, `cols` any count: a bfloat16 dense layer's forward with a batch of a few rows.
+using Bf16StripFn = void (*)(int64_t kc, const float* a, int64_t lda, const bfloat16_t* b,
+                             int64_t ldb, float* c, int64_t ldc, int cols, bool accumulate);
 
 // Packs rows [r0, r0 + nr) x depth [d0, d0 + nd) of the matrix
 // element(r, d) = src[r * row_stride + d * depth_stride] into micro-panels of `panel`
@@ -103,8 +100,8 @@ struct MicroKernel {
   // for float, dot_outer_bf16_by_rows too, on bfloat16 storage (null otherwise).
   DotOuterRowsFn<T> dot_outer_by_rows[kMaxDotOuterRows + 1];
   DotOuterRowsFn<T, bfloat16_t> dot_outer_bf16_by_rows[kMaxDotOuterRows + 1];
-  // For float, strip_bf16_by_rows[m] (StripRowsFn), m <= kMaxStripRows (null otherwise).
-  StripRowsFn strip_bf16_by_rows[kMaxStripRows + 1];
+  // For float, strip_by_rows's twins on bfloat16 B (null otherwise).
+  Bf16StripFn strip_bf16_by_rows[kMaxStripRows + 1];
   // Where set, the kernel reads A's packed panels as rows: each of a micro-panel's rows
   // its depth contiguous, a(i, p) = a[i * lda + p] with lda = nd rounded up to G. The
   // engine packs A as usual, then calls this on the packed block (rows a multiple of

@@ -143,46 +143,58 @@ inline constexpr int kStripElements = 4096;
 // How many rows ahead of the one it sums a strip prefetches B.
 inline constexpr int kStripRowsAhead = 2;
 
-// ROWS (<= MR) rows of C, `cols` columns (a multiple of kLanes, ROWS x cols at most
-// kStripElements), with B read in place and A packed (MR rows a depth step): the sums
+// ROWS (<= MR) rows of C, `cols` columns (ROWS x cols, rounded up to whole vectors, at
+// most kStripElements), with B read in place and A packed (MR rows a depth step): the sums
 // are kept in an L1 buffer while each depth step reads one contiguous run of B's row,
 // cols elements long, once for all the rows, so that a dense layer with a batch of a few
 // rows streams its kernel row by row. A register tile reads 128 bytes of each kernel row
 // per depth step and comes back to every row's pages once per pass (batch 1, 1 x 4096
 // -> 4096, two threads: 1.98 ms with register tiles, 1.29 ms in strips). Each sum runs
 // from zero over the depth, one fma a step, and is then stored or added to C, as in
-// micro_tile, so the results are the same bits.
-template <class V, int MR, int ROWS>
-void strip_tile(int64_t kc, const typename V::T* a, int64_t /*lda*/, const typename V::T* b,
-                int64_t ldb, typename V::T* c, int64_t ldc, int cols, bool accumulate) {
+// micro_tile, so the results are the same bits. B is stored as S: T (the engine's strips,
+// cols a multiple of nr), or bfloat16 for T = float, widened as it is loaded (the bfloat16
+// dense forward's strips, MicroKernel::strip_bf16_by_rows).
+template <class V, int MR, int ROWS, typename S = typename V::T>
+void strip_tile(int64_t kc, const typename V::T* a, int64_t /*lda*/, const S* b, int64_t ldb,
+                typename V::T* c, int64_t ldc, int cols, bool accumulate) {
   using T = typename V::T;
   using Reg = typename V::Reg;
+  using St = Stored<V, S>;
   constexpr int L = V::kLanes;
+  const int whole = cols / L * L, left = cols - whole;
+  const int ld = whole + (left > 0 ? L : 0);  // a row of sums, whole vectors
   alignas(64) T sums[kStripElements];
-  for (int e = 0; e < ROWS * cols; e += L) V::store(sums + e, V::zero());
+  for (int e = 0; e < ROWS * ld; e += L) V::store(sums + e, V::zero());
   for (int64_t p = 0; p < kc; ++p) {
     Reg ar[ROWS];
 #pragma GCC unroll 16
     for (int r = 0; r < ROWS; ++r) ar[r] = V::broadcast(a + p * MR + r);
-    const T* row = b + p * ldb;
-    const T* ahead = b + (p + kStripRowsAhead) * ldb;
+    const S* row = b + p * ldb;
+    const S* ahead = b + (p + kStripRowsAhead) * ldb;
     const bool fetch = p + kStripRowsAhead < kc;
-#pragma GCC unroll 2
-    for (int j = 0; j < cols; j += L) {
-      if (fetch) __builtin_prefetch(ahead + j);
-      const Reg bv = V::load(row + j);
+    auto add_row = [&](int j, Reg bv) __attribute__((always_inline)) {
 #pragma GCC unroll 16
       for (int r = 0; r < ROWS; ++r) {
-        T* s = sums + r * cols + j;
+        T* s = sums + r * ld + j;
         V::store(s, V::fma(ar[r], bv, V::load(s)));
       }
+    };
+#pragma GCC unroll 2
+    for (int j = 0; j < whole; j += L) {
+      if (fetch) __builtin_prefetch(ahead + j);
+      add_row(j, St::load(row + j));
     }
+    if (left > 0) add_row(whole, St::load_first(row + whole, left));
   }
   for (int r = 0; r < ROWS; ++r) {
     T* cr = c + r * ldc;
-    const T* sr = sums + r * cols;
-    for (int j = 0; j < cols; j += L) {
+    const T* sr = sums + r * ld;
+    for (int j = 0; j < whole; j += L) {
       V::store(cr + j, accumulate ? V::add(V::load(cr + j), V::load(sr + j)) : V::load(sr + j));
+    }
+    if (left > 0) {
+      const Reg sum = V::load(sr + whole);
+      V::store_first(cr + whole, accumulate ? V::add(V::load_first(cr + whole, left), sum) : sum, left);
     }
   }
 }
@@ -315,11 +327,15 @@ void pack_strided(const typename V::T* src, int64_t row_stride, int64_t depth_st
   }
 }
 
-// The strips of 1 to sizeof...(RowsMinusOne) rows.
+// The strips of 1 to sizeof...(RowsMinusOne) rows (for float, on bfloat16 B too).
 template <class V, int MR, int... RowsMinusOne>
 void set_strips(MicroKernel<typename V::T>& k, std::integer_sequence<int, RowsMinusOne...>) {
   k.strip_elements = kStripElements;
   ((k.strip_by_rows[RowsMinusOne + 1] = &strip_tile<V, MR, RowsMinusOne + 1>), ...);
+  if constexpr (std::is_same_v<typename V::T, float>) {
+    ((k.strip_bf16_by_rows[RowsMinusOne + 1] = &strip_tile<V, MR, RowsMinusOne + 1, bfloat16_t>),
+     ...);
+  }
 }
 
 template <class V, int MR, int NV, int... RowsMinusOne>
@@ -351,7 +367,6 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
     set_dot_outer_rows<V, typename V::T>(k.dot_outer_by_rows, batches);
     if constexpr (std::is_same_v<typename V::T, float>) {
       set_dot_outer_rows<V, bfloat16_t>(k.dot_outer_bf16_by_rows, batches);
-      set_strip_rows_bf16<V>(k.strip_bf16_by_rows, std::make_integer_sequence<int, kMaxStripRows>());
     }
   }
   return k;

@@ -1,7 +1,7 @@
-// A dense layer's kernels for a batch of a few rows, which read the kernel W once, in
-// place: the backward (MicroKernel::dot_outer_by_rows) and the bfloat16 forward
-// (MicroKernel::strip_bf16_by_rows). Written once over the vector traits V of
-// gemm_microkernel.h and instantiated by each ISA translation unit (include this
+// A dense layer's backward for a batch of a few rows, which reads the kernel W once, in
+// place (MicroKernel::dot_outer_by_rows), and how W is stored against V's vectors (also
+// for the bfloat16 strips of gemm_microkernel.h). Written once over the vector traits V
+// of gemm_microkernel.h and instantiated by each ISA translation unit (include this
 // header only from gemm_microkernel.h).
 //
 // With a batch of 1-8 both products of the backward are bound by memory, not by FMAs:
@@ -180,50 +180,6 @@ template <class V, typename S, int... MMinusOne>
 void set_dot_outer_rows(DotOuterRowsFn<typename V::T, S>* table,
                         std::integer_sequence<int, MMinusOne...>) {
   ((table[MMinusOne + 1] = &dot_outer_rows<V, S, MMinusOne + 1>), ...);
-}
-
-// M rows of c[b * cols + j] = sum over p < depth of x[b * ldx + p] * w[p * ldw + j], j < cols:
-// each depth step widens one contiguous run of W's row p (cols elements) once for all M
-// rows, the sums staying in c (in L1: the caller keeps M x cols small). Each sum runs from
-// zero, one FMA a step, in depth order, as the micro-tiles' do.
-template <class V, int M>
-void strip_rows_bf16(int64_t depth, int64_t cols, const float* x, int64_t ldx,
-                     const bfloat16_t* w, int64_t ldw, float* c) {
-  using Reg = typename V::Reg;
-  using St = Stored<V, bfloat16_t>;
-  constexpr int L = V::kLanes;
-  constexpr int kRowsAhead = 2;  // W's rows fetched ahead of the one summed
-  for (int64_t e = 0; e < M * cols; ++e) c[e] = 0.0f;
-  const int64_t whole = cols / L * L;
-  const int left = static_cast<int>(cols - whole);
-  for (int64_t p = 0; p < depth; ++p) {
-    const bfloat16_t* w_row = w + p * ldw;
-    const bfloat16_t* ahead = w_row + kRowsAhead * ldw;
-    const bool fetch = p + kRowsAhead < depth;
-    Reg xb[M];
-    for (int b = 0; b < M; ++b) xb[b] = V::broadcast(x + b * ldx + p);
-    for (int64_t j = 0; j < whole; j += L) {
-      if (fetch && j % (2 * L) == 0) __builtin_prefetch(ahead + j);
-      const Reg wv = St::load(w_row + j);
-#pragma GCC unroll 8
-      for (int b = 0; b < M; ++b) {
-        float* cb = c + b * cols + j;
-        V::store(cb, V::fma(xb[b], wv, V::load(cb)));
-      }
-    }
-    if (left > 0) {
-      const Reg wv = St::load_first(w_row + whole, left);
-      for (int b = 0; b < M; ++b) {
-        float* cb = c + b * cols + whole;
-        V::store_first(cb, V::fma(xb[b], wv, V::load_first(cb, left)), left);
-      }
-    }
-  }
-}
-
-template <class V, int... MMinusOne>
-void set_strip_rows_bf16(StripRowsFn* table, std::integer_sequence<int, MMinusOne...>) {
-  ((table[MMinusOne + 1] = &strip_rows_bf16<V, MMinusOne + 1>), ...);
 }
 
 }  // namespace isa_generic

@@ -7,9 +7,11 @@ import sys
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import fusedlayers as fl
+from fusedlayers.bench.timing import seconds_per_call
 
 
 def _cpu_model(info):
@@ -76,21 +78,18 @@ def _matmul_peak_gflops(n=2048, repeats=5):
     return 2 * n ** 3 / best / 1e9
 
 
-def measure_call_floor(calls=2000):
-    """{"function", "eager"}: median ms of calling a tf.function that only computes x + 1,
-    and of that one op in eager mode. Every case in those modes pays about as much per
-    call on both sides, which bounds the speed-up of layers whose work is smaller."""
+def measure_call_floor(batches=20, calls=100):
+    """{"function", "eager"}: ms per call of a tf.function that only computes x + 1, and of
+    that one op in eager mode (the median of batches of calls, as the cases are timed).
+    Every case in those modes pays about as much per call on both sides, which bounds
+    the speed-up of layers whose work is smaller."""
     x = tf.zeros([4])
     add_one = tf.function(lambda v: v + 1)
     floors = {}
     for mode, call in (("function", add_one), ("eager", lambda v: v + 1)):
         call(x)
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            call(x)
-            times.append(time.perf_counter() - start)
-        floors[mode] = round(sorted(times)[calls // 2] * 1e3, 4)
+        ms = [seconds_per_call(call, (x,), calls) * 1e3 for _ in range(batches)]
+        floors[mode] = round(float(np.median(ms)), 4)
     return floors
 
 

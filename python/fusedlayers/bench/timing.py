@@ -40,7 +40,8 @@ class Timings:
         }
 
 
-def _seconds_per_call(fn, args, calls):
+def seconds_per_call(fn, args, calls):
+    """The mean time of `calls` back-to-back calls of fn(*args)."""
     start = time.perf_counter()
     for _ in range(calls):
         fn(*args)
@@ -56,7 +57,7 @@ def time_alternating(fused, stock, args, budget):
     for _ in range(budget.warmup):
         fused(*args)
         stock(*args)
-    fastest = min(_seconds_per_call(fused, args, 1), _seconds_per_call(stock, args, 1))
+    fastest = min(seconds_per_call(fused, args, 1), seconds_per_call(stock, args, 1))
     calls = max(1, int(budget.sample_seconds / max(fastest, 1e-9)))
     sides = (fused, stock)
     samples = ([], [])
@@ -68,7 +69,7 @@ def time_alternating(fused, stock, args, budget):
         while pairs < budget.max_pairs and (
                 pairs < budget.min_pairs or time.perf_counter() - start < budget.seconds):
             for side in ((0, 1) if pairs % 2 == 0 else (1, 0)):
-                samples[side].append(_seconds_per_call(sides[side], args, calls))
+                samples[side].append(seconds_per_call(sides[side], args, calls))
             pairs += 1
     finally:
         gc.enable()
