@@ -103,7 +103,7 @@ constexpr int64_t kSmallBatchMinElementsPerTask = int64_t(1) << 18;
 // than the product at such batches. Each output element is summed by one strip, so the
 // result does not depend on how strips are split across threads. In tf.function, two
 // threads, relu, packed -> strips: 1 x 1024 -> 1024 0.47 -> 0.34 ms, 1 x 4096 -> 4096
-// 3.36 -> 1.2 ms (1.4-1.6 without fetching W's rows two ahead), 2 x 1024 -> 1024 0.51 ->
+// 3.36 -> 1.2 ms (1.4-1.6 without prefetching W's rows; Xeon), 2 x 1024 -> 1024 0.51 ->
 // 0.37 ms, 3 x 4096 -> 4096 3.2 -> 2.5 ms, 4 x 1024 -> 1024 0.46 both; 8 rows lose
 // (8 x 1024 -> 1024 0.47 -> 0.70 ms): a strip loads and stores each row's sums every
 // depth step.

@@ -118,17 +118,24 @@ const char* gemm_bf16_kernel() {
   return k ? k->name : "widen";
 }
 
-// With vdpbf16ps, products with at most this many rows of A per element of B run on
-// bf16 pairs by default (dense 1-32 x 1024 x 1024, bf16 forward: 0.36-0.52x stock
-// widened, 0.63-0.71x on pairs; at 256 and 4096 rows widened is faster: see
-// docs/performance.md). AMX is faster than widening at every shape measured.
+// With vdpbf16ps, how fast it runs decides the shapes that take it, read from the vendor
+// (a rule from cpuid, not a timing, so that the kernel and with it the bits never change
+// between runs). Intel (Sapphire Rapids, no AMX granted): vdpbf16ps does 0.69x the FMA's
+// flops, so only products with at most kPairsMaxReuse rows of A per element of B run on
+// pairs, where packing the weights dominates (dense 1-32 x 1024 x 1024, bf16 forward:
+// 0.36-0.52x stock widened, 0.63-0.71x on pairs; at 256 and 4096 rows widened is faster).
+// AMD (Zen 4 and later, the only AMD cores with AVX512_BF16): a 512-bit vdpbf16ps issues
+// at the FMA's rate with twice its flops, so every shape runs on pairs (gemm_bf16
+// 1024 x 2048 x 2048, one thread: 178-188 GFLOP/s on pairs, 91 widened). AMX is faster
+// than widening at every shape measured. See docs/performance.md.
 constexpr int64_t kPairsMaxReuse = 64;
 
 bool gemm_packs_bf16(int64_t reuse) {
   const Bf16Kernels* k = active_bf16_kernels();
   if (!k) return false;
+  static const bool pairs_outrun_fma = cpu_features().vendor == "AuthenticAMD";
   return forced_bf16_kernel() == "dpbf16" || std::strcmp(k->name, "amx") == 0 ||
-         reuse <= kPairsMaxReuse;
+         pairs_outrun_fma || reuse <= kPairsMaxReuse;
 }
 
 void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int panel,
@@ -166,9 +173,13 @@ struct Blocking {
 };
 
 // kc: the depth of a pass over C. Each pass reads and writes the C tile once (from
-// memory when C is large), so kc is large: B's micro-panel (kc x nr) a third larger
-// than L1, streaming from L2 with the kernel's prefetches (measured on a 48 KB-L1
-// core: kc 512 beats 384 by 5-10% and 192 by 20% at 1024 x 4096 x 2048), capped at 512.
+// memory when C is large, its rows a page apart on the same cache sets), so kc is large:
+// B's micro-panel (kc x nr) twice L1, streaming from L2 with the kernel's prefetches,
+// capped at 512. Measured: on a 48 KB-L1 Xeon kc 512 beat 384 by 5-10% and 192 by 20% at
+// 1024 x 4096 x 2048; on a 32 KB-L1 Zen 4 core, 512 against 336 (B's panel a third
+// larger than L1, the earlier rule) took the engine from 0.94x to 1.00x oneDNN's
+// tf.matmul time at 1024 x 2048 x 2048 on one thread, and from 0.96x to 0.99x at
+// 1024 x 4096 x 4096 on two (docs/performance.md).
 // mc: A's block (mc x kc) stays in L2 while every B micro-panel meets it; half of L2.
 // nc: B's block (kc x nc) is read from L2/L3 once per A block, so it is large, which
 // makes A's packing rare (once per nc columns). Sizes are in packed elements (In):
@@ -181,7 +192,7 @@ Blocking cache_blocking(const MicroKernel<In>& mk) {
   const int64_t l2 = f.l2_bytes > 0 ? f.l2_bytes : 256 * 1024;
   const int64_t kc_cap = sizeof(In) < 4 ? 1024 : 512;
   Blocking b;
-  b.kc = std::clamp<int64_t>(round_down(l1 * 4 / 3 / (mk.nr * int64_t(sizeof(In))), 16), 64, kc_cap);
+  b.kc = std::clamp<int64_t>(round_down(l1 * 2 / (mk.nr * int64_t(sizeof(In))), 16), 64, kc_cap);
   b.mc = std::clamp<int64_t>(round_down(l2 / 2 / (b.kc * int64_t(sizeof(In))), mk.mr), mk.mr,
                              round_down(1024, mk.mr));
   b.nc = round_down(4096, mk.nr);

@@ -124,11 +124,11 @@ const char* gemm_bf16_kernel();
 
 // Whether a bf16 product whose B operand (the weights) is reused by `reuse` rows of A
 // (a dense layer's batch; 0: run the kernel whatever the shape) runs on bf16 pairs:
-// always with AMX; with dpbf16 only for few rows per weight, as on the development
-// machine vdpbf16ps does 0.69x the flops of fp32 FMAs, so products bound by the
-// micro-kernel run faster widened, while those with few rows per weight are bound by
-// packing the weights, which bf16 pairs halve. FUSEDLAYERS_BF16_KERNEL=dpbf16 runs
-// every shape on it.
+// always with AMX; with dpbf16 always on AMD (Zen 4 runs vdpbf16ps at twice the flops
+// of fp32 FMAs) and on Intel only for few rows per weight, as there vdpbf16ps does 0.69x
+// the flops of fp32 FMAs, so products bound by the micro-kernel run faster widened,
+// while those with few rows per weight are bound by packing the weights, which bf16
+// pairs halve. FUSEDLAYERS_BF16_KERNEL=dpbf16 runs every shape on it.
 bool gemm_packs_bf16(int64_t reuse);
 
 // The instruction set of the micro-kernel gemm dispatches to on this CPU: "avx512",
