@@ -179,7 +179,9 @@ struct Blocking {
 // 1024 x 4096 x 2048; on a 32 KB-L1 Zen 4 core, 512 against 336 (B's panel a third
 // larger than L1, the earlier rule) took the engine from 0.94x to 1.00x oneDNN's
 // tf.matmul time at 1024 x 2048 x 2048 on one thread, and from 0.96x to 0.99x at
-// 1024 x 4096 x 4096 on two (docs/performance.md).
+// 1024 x 4096 x 4096 on two (docs/performance.md). bf16 pairs keep B's panel a third
+// larger than L1: on Zen 4, kc 1024 instead of 672 took 32 x 4096 x 4096 on vdpbf16ps from
+// 121-139 to 84-114 GFLOP/s (one thread) and left 1024 x 2048 x 2048 unchanged.
 // mc: A's block (mc x kc) stays in L2 while every B micro-panel meets it; half of L2.
 // nc: B's block (kc x nc) is read from L2/L3 once per A block, so it is large, which
 // makes A's packing rare (once per nc columns). Sizes are in packed elements (In):
@@ -192,7 +194,8 @@ Blocking cache_blocking(const MicroKernel<In>& mk) {
   const int64_t l2 = f.l2_bytes > 0 ? f.l2_bytes : 256 * 1024;
   const int64_t kc_cap = sizeof(In) < 4 ? 1024 : 512;
   Blocking b;
-  b.kc = std::clamp<int64_t>(round_down(l1 * 2 / (mk.nr * int64_t(sizeof(In))), 16), 64, kc_cap);
+  const int64_t b_panel_bytes = sizeof(In) < 4 ? l1 * 4 / 3 : l1 * 2;
+  b.kc = std::clamp<int64_t>(round_down(b_panel_bytes / (mk.nr * int64_t(sizeof(In))), 16), 64, kc_cap);
   b.mc = std::clamp<int64_t>(round_down(l2 / 2 / (b.kc * int64_t(sizeof(In))), mk.mr), mk.mr,
                              round_down(1024, mk.mr));
   b.nc = round_down(4096, mk.nr);
