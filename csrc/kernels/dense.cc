@@ -105,8 +105,9 @@ constexpr int64_t kSmallBatchMinElementsPerTask = int64_t(1) << 18;
 // threads, relu, packed -> strips: 1 x 1024 -> 1024 0.47 -> 0.34 ms, 1 x 4096 -> 4096
 // 3.36 -> 1.2 ms (1.4-1.6 without prefetching W's rows; Xeon), 2 x 1024 -> 1024 0.51 ->
 // 0.37 ms, 3 x 4096 -> 4096 3.2 -> 2.5 ms, 4 x 1024 -> 1024 0.46 both; 8 rows lose
-// (8 x 1024 -> 1024 0.47 -> 0.70 ms): a strip loads and stores each row's sums every
-// depth step.
+// (8 x 1024 -> 1024 0.47 -> 0.70 ms; on Zen 4 with strips of 4 depth steps a pass,
+// 8 x 4096 -> 4096 3.5-4.1 -> 4.4-5.7 ms): a strip loads and stores every row's sums
+// each pass, which 8 rows of register tiles do not.
 void dense_forward_bf16_strips(const DenseForwardArgs<bfloat16_t>& a, TaskRunner& runner) {
   constexpr int kXSlot = 13, kStripSlot = 14;  // see packing_scratch
   const MicroKernel<float>& mk = micro_kernel<float>();
