@@ -300,6 +300,36 @@ def test_bf16_checks_with_each_kernel_forced(kernel):
     assert report == {"isa": supported_isas()[-1], "bf16_kernel": kernel, "passed": ["bf16"]}
 
 
+def bf16_pairs_by_reuse(**env):
+    """{reuse: runs on pairs} for a fresh process with `env`."""
+    code = ("import json; from fusedlayers import _native; "
+            "print(json.dumps([_native.bf16_kernel(), _native.cpu_features()['vendor'], "
+            "{r: _native.bf16_runs_on_pairs(r) for r in (1, 64, 65, 4096)}]))")
+    done = subprocess.run([sys.executable, "-c", code], env=child_env(**env), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    kernel, vendor, pairs = json.loads(done.stdout.splitlines()[-1])
+    return kernel, vendor, {int(r): on_pairs for r, on_pairs in pairs.items()}
+
+
+def test_bf16_products_on_pairs_by_kernel_vendor_and_rows():
+    """Which bf16 products take the pairs kernel: every one with AMX; with vdpbf16ps every
+    one on AMD (twice the FMA's flops there) but only those with at most 64 rows per weight
+    on Intel (0.69x the FMA's flops); none when widening; every one when dpbf16 is forced."""
+    kernel, vendor, pairs = bf16_pairs_by_reuse()
+    if kernel == "widen":
+        assert not any(pairs.values())
+    elif kernel == "amx" or vendor == "AuthenticAMD":
+        assert all(pairs.values()), pairs
+    else:
+        assert pairs == {1: True, 64: True, 65: False, 4096: False}
+    if "dpbf16" in supported_bf16_kernels():
+        kernel, _, pairs = bf16_pairs_by_reuse(FUSEDLAYERS_BF16_KERNEL="dpbf16")
+        assert kernel == "dpbf16" and all(pairs.values()), pairs
+    _, _, pairs = bf16_pairs_by_reuse(FUSEDLAYERS_BF16_KERNEL="widen")
+    assert not any(pairs.values())
+
+
 def test_bf16_kernel_forced_where_missing_widens_with_a_warning():
     env = child_env(FUSEDLAYERS_ISA="avx2", FUSEDLAYERS_BF16_KERNEL="dpbf16")
     done = subprocess.run([sys.executable, "-c", "from fusedlayers import _native; print(_native.bf16_kernel())"],

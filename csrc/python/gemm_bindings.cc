@@ -151,6 +151,10 @@ void register_gemm_bindings(py::module_& m) {
   m.def("bf16_kernel", [] { return std::string(gemm_bf16_kernel()); },
         "How the GEMM engine runs bfloat16: 'amx' (bf16 pairs on AMX tiles), 'dpbf16' (bf16 pairs, "
         "AVX512_BF16) or 'widen' (widened to float32).");
+  m.def("bf16_runs_on_pairs", &gemm_packs_bf16, py::arg("reuse"),
+        "Whether a bfloat16 product whose weights are reused by `reuse` rows (a dense layer's "
+        "batch; 0: any shape) runs on bf16 pairs here rather than widened to float32: always "
+        "with amx; with dpbf16 always on AMD and for at most 64 rows on Intel; never with widen.");
   m.def(
       "gemm_blocking",
       [](const std::string& dtype) {
