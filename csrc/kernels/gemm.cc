@@ -133,9 +133,11 @@ constexpr int64_t kPairsMaxReuse = 64;
 bool gemm_packs_bf16(int64_t reuse) {
   const Bf16Kernels* k = active_bf16_kernels();
   if (!k) return false;
-  static const bool pairs_outrun_fma = cpu_features().vendor == "AuthenticAMD";
-  return forced_bf16_kernel() == "dpbf16" || std::strcmp(k->name, "amx") == 0 ||
-         pairs_outrun_fma || reuse <= kPairsMaxReuse;
+  // Decided once, as the kernel is: AMX, dpbf16 forced, or AMD's fast vdpbf16ps.
+  static const bool every_shape = forced_bf16_kernel() == "dpbf16" ||
+                                  std::strcmp(k->name, "amx") == 0 ||
+                                  cpu_features().vendor == "AuthenticAMD";
+  return every_shape || reuse <= kPairsMaxReuse;
 }
 
 void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int panel,

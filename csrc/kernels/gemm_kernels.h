@@ -15,8 +15,8 @@ namespace fusedlayers {
 // The most rows any micro-kernel's tile has (sizes the by_rows table; AMX's has 32).
 inline constexpr int kMaxMicroRows = 32;
 // The most rows a strip has (see MicroKernel::strip_by_rows). A strip is bound by
-// storing its sums (about one FMA a cycle), a register tile by B's memory traffic with
-// few rows. Dense in tf.function, two threads, register tiles -> strips: 2 x 4096 ->
+// loading and storing its sums (once per kStripDepth rows of B), a register tile by B's
+// memory traffic with few rows. Dense in tf.function, two threads, register tiles -> strips: 2 x 4096 ->
 // 4096 2.4-2.7 -> 1.6-1.8 ms, 4 x 1024 -> 1024 0.40 -> 0.35-0.38 ms; but 8 x 4096 ->
 // 4096 2.5 -> 2.6-2.7 ms, hence no more rows (batch 1: see strip_tile). On Zen 4, with
 // strips of 4 depth steps a pass, 5-8 rows won at 4096 -> 4096 (6-8 rows 5.3-6.5 ->
