@@ -197,11 +197,10 @@ void dense_backward_as(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
   }
   gemm<In>(xt_rows(with_bias), dzt_rows,
            [&a](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
-             for (int64_t i = 0; i < mi; ++i) {
-               const int64_t row = i0 + i;
-               T* out = row < a.k ? a.dw + row * a.n : a.db;
-               for (int64_t j = 0; j < nj; ++j) out[j0 + j] = store_as<T>(tile[i * ld + j]);
-             }
+             // dW's rows in one call; the ones row's product is db.
+             const int64_t dw_rows = std::clamp<int64_t>(a.k - i0, 0, mi);
+             store_rows(tile, ld, dw_rows, nj, a.dw + i0 * a.n + j0, a.n);
+             if (dw_rows < mi) store_run(tile + dw_rows * ld, nj, a.db + j0);
            },
            runner);
 }

@@ -145,12 +145,14 @@ void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int p
   active_bf16_kernels()->pack_float_panels(src, rows, nd, panel, dst);
 }
 
-void round_floats_to_bf16(const float* src, int64_t n, bfloat16_t* dst) {
+void round_float_rows_to_bf16(const float* src, int64_t ld_src, int64_t rows, int64_t cols,
+                              bfloat16_t* dst, int64_t ld_dst) {
   if (const Bf16Kernels* k = active_bf16_kernels()) {
-    k->round_floats(src, n, dst);
+    k->round_floats(src, ld_src, rows, cols, dst, ld_dst);
     return;
   }
-  for (int64_t e = 0; e < n; ++e) dst[e] = bfloat16_from_float(src[e]);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[i * ld_dst + j] = bfloat16_from_float(src[i * ld_src + j]);
 }
 
 int64_t fma_peak_flops(double seconds) {
@@ -260,6 +262,7 @@ struct ThreadScratch {
   ScratchBuffer<In> packed_a, packed_b;
   ScratchBuffer<In> a_rows;  // packed_a as rows, for kernels with rows_from_pairs
   ScratchBuffer<acc_t<In>> c;
+  ScratchBuffer<acc_t<In>> tile;  // one micro-tile of C (see GemmCall::run_task)
   ScratchBuffer<acc_t<In>> parked;  // raw sums of a column of tiles (see kParkedDepthStep)
 };
 
@@ -400,7 +403,16 @@ struct GemmCall {
     const int64_t mr = mk.mr, nr = mk.nr;
     ThreadScratch<In>& s = thread_scratch<In>();
 
-    const int64_t nc = accumulator.c
+    // Without the caller's accumulator, C is kept in scratch between depth steps. With
+    // one depth step, each micro-tile is final as it leaves the registers, so one tile of
+    // scratch, reused by every tile and never leaving L1, is enough: a rectangle of C
+    // scratch would be written back to memory as it is swept (bf16 dW, 4097 x 32 x 4096:
+    // 64 MiB of float sums written back, 11 -> ms in tf.function on two threads).
+    // Strips and parked columns sum wider rectangles; they keep the rectangle.
+    const bool tile_c = !accumulator.c && k > 0 && k <= kc && !b_strips && !b_parked;
+    const int64_t tile_ldc = round_up(nr, 16);
+    Acc* const c_single_tile = tile_c ? s.tile.get(mr * tile_ldc) : nullptr;
+    const int64_t nc = accumulator.c || tile_c
                            ? e.blocking.nc
                            : std::clamp(round_down(kMaxScratchElements / (i_end - i_begin), nr),
                                         nr, e.blocking.nc);
@@ -419,7 +431,7 @@ struct GemmCall {
       // accumulator, or per-thread scratch holding just this rectangle.
       Acc* c_base = accumulator.c;
       int64_t ldc = accumulator.ldc, row0 = 0, col0 = 0;
-      if (!c_base) {
+      if (!c_base && !tile_c) {
         ldc = round_up(nc_cur, 16);
         c_base = s.c.get((i_end - i_begin) * ldc);
         row0 = i_begin;
@@ -488,16 +500,17 @@ struct GemmCall {
             }
             for (int64_t ir = 0; ir < mc_cur; ir += mr) {
               const int rows = static_cast<int>(std::min(mr, mc_cur - ir));
-              Acc* c_tile = c_at(ic + ir, jc + jr);
+              Acc* c_tile = tile_c ? c_single_tile : c_at(ic + ir, jc + jr);
+              const int64_t ldc_tile = tile_c ? tile_ldc : ldc;
               if (a_in_place) {
                 tiles[rows](kc_cur, a.data + (ic + ir) * a.row_stride + pc, a.row_stride, b_panel,
-                            ldb, c_tile, ldc, cols, pc > 0);
+                            ldb, c_tile, ldc_tile, cols, pc > 0);
               } else {
-                tiles[rows](kc_cur, a_panels + ir * kc_packed, kc_packed, b_panel, ldb, c_tile, ldc,
-                            cols, pc > 0);
+                tiles[rows](kc_cur, a_panels + ir * kc_packed, kc_packed, b_panel, ldb, c_tile,
+                            ldc_tile, cols, pc > 0);
               }
               // The micro-tile is final and still in L1: finish it now.
-              if (last && epilogue) epilogue(ic + ir, rows, jc + jr, cols, c_tile, ldc);
+              if (last && epilogue) epilogue(ic + ir, rows, jc + jr, cols, c_tile, ldc_tile);
             }
           }
         }

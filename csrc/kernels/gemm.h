@@ -109,9 +109,14 @@ void pack_strided_panels(const In* data, int64_t row_stride, int64_t depth_strid
 void pack_float_panels_as_bf16(const float* src, int64_t rows, int64_t nd, int panel,
                                bfloat16_t* dst);
 
-// dst[e] = src[e] rounded to bf16 (nearest even, NaN kept quiet: bfloat16_from_float),
-// vectorized where the bf16 kernels are.
-void round_floats_to_bf16(const float* src, int64_t n, bfloat16_t* dst);
+// dst[i * ld_dst + j] = src[i * ld_src + j] rounded to bf16 (nearest even, NaN kept
+// quiet: bfloat16_from_float) for i < rows, j < cols, vectorized where the bf16 kernels
+// are; round_floats_to_bf16 is one row of it.
+void round_float_rows_to_bf16(const float* src, int64_t ld_src, int64_t rows, int64_t cols,
+                              bfloat16_t* dst, int64_t ld_dst);
+inline void round_floats_to_bf16(const float* src, int64_t n, bfloat16_t* dst) {
+  round_float_rows_to_bf16(src, n, 1, n, dst, n);
+}
 
 // The engine's bfloat16 kernel, summing bf16 pairs in float (operands packed as bf16
 // pairs, gemm<bfloat16_t>): "amx" (AMX-BF16 tiles, tdpbf16ps) where the CPU has AMX and

@@ -121,11 +121,20 @@ void pack_float_panels(const float* src, int64_t rows, int64_t nd, int panel, bf
   }
 }
 
-void round_floats(const float* src, int64_t n, bfloat16_t* dst) {
-  for (int64_t e = 0; e < n; e += 16) {
-    const __mmask16 lanes = first_lanes(n - e);
-    const __m512i bits = round_to_bf16(_mm512_maskz_loadu_ps(lanes, src + e));
-    _mm256_mask_storeu_epi16(dst + e, lanes, _mm512_cvtepi32_epi16(bits));
+void round_floats(const float* src, int64_t ld_src, int64_t rows, int64_t cols, bfloat16_t* dst,
+                  int64_t ld_dst) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* in = src + i * ld_src;
+    bfloat16_t* out = dst + i * ld_dst;
+    int64_t e = 0;
+    for (; e + 16 <= cols; e += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + e),
+                          _mm512_cvtepi32_epi16(round_to_bf16(_mm512_loadu_ps(in + e))));
+    if (e < cols) {
+      const __mmask16 lanes = first_lanes(cols - e);
+      const __m512i bits = round_to_bf16(_mm512_maskz_loadu_ps(lanes, in + e));
+      _mm256_mask_storeu_epi16(out + e, lanes, _mm512_cvtepi32_epi16(bits));
+    }
   }
 }
 

@@ -131,8 +131,10 @@ struct Bf16Kernels {
   MicroKernel<bfloat16_t> bf16;
   void (*pack_float_panels)(const float* src, int64_t rows, int64_t nd, int panel,
                             bfloat16_t* dst);
-  // dst[e] = src[e] rounded to bf16 for e < n.
-  void (*round_floats)(const float* src, int64_t n, bfloat16_t* dst);
+  // dst[i * ld_dst + j] = src[i * ld_src + j] rounded to bf16, for i < rows, j < cols: a
+  // whole tile in one call (a call per row of a micro-tile cost as much as the rounding).
+  void (*round_floats)(const float* src, int64_t ld_src, int64_t rows, int64_t cols,
+                       bfloat16_t* dst, int64_t ld_dst);
 };
 
 // Defined only when the build has that TU; callers check cpu_features() first.

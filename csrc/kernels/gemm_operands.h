@@ -283,14 +283,22 @@ GemmAccumulator<Acc> output_accumulator(T* out, int64_t ld) {
   }
 }
 
-// dst[e] = src[e] stored as T for e < n (bf16 by the vectorized rounding).
+// dst[i * ld_dst + j] = src[i * ld_src + j] stored as T, for i < rows, j < cols (bf16 by
+// the vectorized rounding, in one call); store_run is one row of it.
+template <typename T, typename Acc>
+inline void store_rows(const Acc* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst,
+                       int64_t ld_dst) {
+  if constexpr (std::is_same_v<T, bfloat16_t> && std::is_same_v<Acc, float>) {
+    round_float_rows_to_bf16(src, ld_src, rows, cols, dst, ld_dst);
+  } else {
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j) dst[i * ld_dst + j] = store_as<T>(src[i * ld_src + j]);
+  }
+}
+
 template <typename T, typename Acc>
 inline void store_run(const Acc* src, int64_t n, T* dst) {
-  if constexpr (std::is_same_v<T, bfloat16_t> && std::is_same_v<Acc, float>) {
-    round_floats_to_bf16(src, n, dst);
-  } else {
-    for (int64_t e = 0; e < n; ++e) dst[e] = store_as<T>(src[e]);
-  }
+  store_rows(src, n, 1, n, dst, n);
 }
 
 // The epilogue storing a plain product into out (ld_out), none when the GEMM sums
@@ -300,7 +308,7 @@ TileEpilogue<Acc> store_into(T* out, int64_t ld_out) {
   if (output_accumulator<T, Acc>(out, ld_out).c) return {};
   return [out, ld_out](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile,
                        int64_t ld) {
-    for (int64_t i = 0; i < mi; ++i) store_run(tile + i * ld, nj, out + (i0 + i) * ld_out + j0);
+    store_rows(tile, ld, mi, nj, out + i0 * ld_out + j0, ld_out);
   };
 }
 
@@ -334,10 +342,10 @@ inline void epilogue_bias_act(const Acc* tile, int64_t ld_tile, int64_t rows, in
         } else {
           for (int64_t j = 0; j < cols; ++j) zi[j] = t[j];
         }
-        if (z_out) round_floats_to_bf16(zi, cols, z_out + i * ld_out);
       }
+      if (z_out) round_float_rows_to_bf16(z, cols, rows, cols, z_out, ld_out);
       activation_forward_inplace<float>(act, z, rows * cols);
-      for (int64_t i = 0; i < rows; ++i) round_floats_to_bf16(z + i * cols, cols, out + i * ld_out);
+      round_float_rows_to_bf16(z, cols, rows, cols, out, ld_out);
       return;
     }
   }
