@@ -238,14 +238,16 @@ def bf16_block():
 def run_bf16_checks():
     """bfloat16 through the engine (pair-interleaved panels or widened, whichever this
     process runs): every block edge with odd depths, plain and callback packing, A read
-    in place, transposed and strided operands, one summation order for all of them and
-    any thread count."""
+    in place, B read in place as row pairs (C of at most 64 rows), transposed and strided
+    operands, one summation order for all of them and any thread count."""
     rng = np.random.default_rng(12)
     block = bf16_block()
     mr, nr, kc = block["mr"], block["nr"], block["kc"]
     shapes = edge_shapes(block)
     shapes += [(13, k, 33) for k in (3, 5, kc - 1, 2 * kc - 1, 2 * kc + 1)]
     shapes += [(2 * mr + 1, 2 * kc + 3, 2 * nr + 5), (40, kc + 1, 20), (5, 2 * kc + 1, 3 * nr + 1)]
+    # At most 64 rows: B read in place, a depth pair's rows interleaved in registers.
+    shapes += [(64, 2 * kc + 1, 2 * nr + 5), (65, kc + 3, 2 * nr)]
     for m, k, n in shapes:
         a = to_bf16_bits(rng.uniform(-1, 1, (m, k)))
         b = to_bf16_bits(rng.uniform(-1, 1, (k, n)))

@@ -493,6 +493,9 @@ struct GemmCall {
             const MicroTileFn<In>* tiles = a_in_place ? (narrow ? mk.narrow_by_rows_a_in_place
                                                                 : mk.by_rows_a_in_place)
                                                       : (narrow ? mk.narrow_by_rows : mk.by_rows);
+            if (G > 1 && in_place) {  // pairs interleaved from B's rows in registers
+              tiles = a_in_place ? mk.row_pairs_by_rows_a_in_place : mk.row_pairs_by_rows;
+            }
             if (in_place && b_parked && kc_cur > kParkedDepthStep && mc_cur > mr) {
               run_parked_column(ic, mc_cur, jc + jr, pc, kc_cur, kc_packed, a_panels, b_panel,
                                 ldb, last, s.parked, c_at(ic, jc + jr), ldc);
@@ -523,13 +526,15 @@ struct GemmCall {
 // that reuse the packed panels; with few rows (a dense layer's small batch), the
 // micro-kernel reads a plain B whose rows are contiguous in place instead (measured at
 // 32 x 512 x 512: packing W took more time than the micro-kernel). Pair-interleaved
-// types (bf16) always pack B: a plain matrix holds no depth pairs side by side along
-// its columns.
+// types (bf16) read it in place where the kernel interleaves a depth pair's two rows in
+// registers (MicroKernel::row_pairs_by_rows); the others pack it.
 constexpr int64_t kInPlaceBMaxRows = 64;
 
 template <typename In>
 bool reads_b_in_place(const PackSource<In>& b, int64_t m) {
-  return kDepthGroup<In> == 1 && b.data && !b.packed && b.row_stride == 1 && m <= kInPlaceBMaxRows;
+  const bool kernel_reads_rows =
+      kDepthGroup<In> == 1 || engine<In>().mk.row_pairs_by_rows[1] != nullptr;
+  return kernel_reads_rows && b.data && !b.packed && b.row_stride == 1 && m <= kInPlaceBMaxRows;
 }
 
 // Likewise with few columns: a plain A whose rows are contiguous in depth is

@@ -30,6 +30,30 @@ struct Avx512Bf16 : Avx512Float {
     }
     static Reg broadcast_first(const Elem* p) { return (__m512bh)_mm512_set1_epi32(p->bits); }
     static __m512 fma(Reg a, Reg b, __m512 c) { return _mm512_dpbf16_ps(c, a, b); }
+    // B in place (micro_tile's B_ROW_PAIRS): 32 columns of a depth pair's rows `even`
+    // and even + ld, interleaved word by word within each 128-bit lane. bv[0] then holds
+    // the pairs of columns 0-3, 8-11, 16-19, 24-27 and bv[1] those of 4-7, 12-15, 20-23,
+    // 28-31: the same pairs as a packed panel's, so the same sums, in another lane order.
+    static void load_row_pairs(const Elem* even, int64_t ld, Reg* bv) {
+      const __m512i e = _mm512_loadu_si512(even), o = _mm512_loadu_si512(even + ld);
+      bv[0] = (__m512bh)_mm512_unpacklo_epi16(e, o);
+      bv[1] = (__m512bh)_mm512_unpackhi_epi16(e, o);
+    }
+    // The last, odd depth step: its row, paired with zeros.
+    static void load_row_pairs_first(const Elem* even, Reg* bv) {
+      const __m512i e = _mm512_loadu_si512(even), zero = _mm512_setzero_si512();
+      bv[0] = (__m512bh)_mm512_unpacklo_epi16(e, zero);
+      bv[1] = (__m512bh)_mm512_unpackhi_epi16(e, zero);
+    }
+    // Accumulators summed against load_row_pairs's vectors, put in column order.
+    static void columns_in_order(__m512* acc) {
+      const __m512i low = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+      const __m512i high =
+          _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+      const __m512 first = _mm512_permutex2var_ps(acc[0], low, acc[1]);
+      acc[1] = _mm512_permutex2var_ps(acc[0], high, acc[1]);
+      acc[0] = first;
+    }
   };
 };
 

@@ -30,7 +30,9 @@ inline constexpr int kMaxStripRows = 4;
 // a(i, p) = a[i * lda + p] instead, rows of a plain matrix in place (for G = 2 they read
 // no element past p = kc - 1). b(p, j) = b[(p / G) * ldb + j * G + p % G]: a packed
 // micro-panel (ldb = nr * G) or, for G = 1 and cols == nr, nr contiguous columns of a
-// row-major matrix read in place (ldb its row stride). Without `accumulate` c is
+// row-major matrix read in place (ldb its row stride); for G = 2 the row_pairs kernels
+// read b(p, j) = b[p * ldb + j] in place (a plain row-major matrix, cols == nr, its rows
+// interleaved into pairs in registers). Without `accumulate` c is
 // overwritten. Each element sums its depth groups in order (one fused multiply-add, or
 // one dot-product instruction, per group), so the result depends only on kc and the data.
 template <typename T>
@@ -97,6 +99,12 @@ struct MicroKernel {
   int narrow_nr;
   MicroTileFn<T> narrow_by_rows[kMaxMicroRows + 1];
   MicroTileFn<T> narrow_by_rows_a_in_place[kMaxMicroRows + 1];
+  // For G = 2 (null otherwise, and for G = 1, whose by_rows read such a B in place
+  // already): full-width tiles reading B in place from a row-major matrix, each depth
+  // pair's two rows interleaved in registers, so that a C of few rows does not pack the
+  // weights into pairs (MicroTileFn's b layout).
+  MicroTileFn<T> row_pairs_by_rows[kMaxMicroRows + 1];
+  MicroTileFn<T> row_pairs_by_rows_a_in_place[kMaxMicroRows + 1];
   PackStridedFn<T> pack;
   // dot_outer_by_rows[m], m <= kMaxDotOuterRows, for float and double (null for bf16);
   // for float, dot_outer_bf16_by_rows too, on bfloat16 storage (null otherwise).

@@ -45,8 +45,12 @@ struct OperandsOf<V, std::void_t<typename V::Operands>> : V::Operands {};
 // read at a + i * lda (layouts in gemm_kernels.h). PARKED: c is a full NR-wide tile
 // of raw sums, not C: the accumulators start from it when `accumulate` is set (zero
 // otherwise) and end in it as they are, so that a depth can be summed in parts with
-// the same roundings as in one pass (MicroKernel::parked_by_rows).
-template <class V, int MR, int NV, int ROWS, bool A_IN_PLACE, bool PARKED = false>
+// the same roundings as in one pass (MicroKernel::parked_by_rows). B_ROW_PAIRS (G = 2,
+// Operands with load_row_pairs and columns_in_order): B read in place from rows ldb
+// apart, a depth pair's two rows interleaved in registers; the accumulators then hold
+// the columns in the order the interleave leaves them, put back in order before C.
+template <class V, int MR, int NV, int ROWS, bool A_IN_PLACE, bool PARKED = false,
+          bool B_ROW_PAIRS = false>
 void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
                 const typename OperandsOf<V>::Elem* b, int64_t ldb, typename V::T* c,
                 int64_t ldc, int cols, bool accumulate) {
@@ -56,6 +60,8 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
   constexpr int NR = NV * L;
   constexpr int G = O::kDepthGroup;
   constexpr int kStepBytes = NR * G * int(sizeof(typename O::Elem));  // one B panel step
+  // Elements B advances by per depth group: a packed panel's step, or G rows in place.
+  const int64_t b_step = B_ROW_PAIRS ? G * ldb : ldb;
   Reg acc[ROWS][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < ROWS; ++i)
@@ -82,12 +88,19 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
     // jumps a row each step): fetch both ahead, as the loads would otherwise wait on
     // each new line.
     if (!A_IN_PLACE) __builtin_prefetch(a + kPrefetchSteps * MR * G);
-#pragma GCC unroll 16
-    for (int line = 0; line < kStepBytes; line += 64)
-      __builtin_prefetch(b + kPrefetchSteps * ldb + line / int(sizeof(typename O::Elem)));
     typename O::Reg bv[NV];
+    if constexpr (B_ROW_PAIRS) {
+      // Each of the G rows' NR elements (bf16: 64 bytes, a line where aligned).
 #pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) bv[j] = O::load(b + j * L * G);
+      for (int r = 0; r < G; ++r) __builtin_prefetch(b + kPrefetchSteps * b_step + r * ldb);
+      O::load_row_pairs(b, ldb, bv);
+    } else {
+#pragma GCC unroll 16
+      for (int line = 0; line < kStepBytes; line += 64)
+        __builtin_prefetch(b + kPrefetchSteps * ldb + line / int(sizeof(typename O::Elem)));
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) bv[j] = O::load(b + j * L * G);
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < ROWS; ++i) {
       const typename O::Reg ai =
@@ -101,18 +114,35 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
     } else {
       a += MR * G;
     }
-    b += ldb;
+    b += b_step;
   };
   const int64_t groups = kc / G;
   for (int64_t p = 0; p < groups; ++p) step([](const typename O::Elem* q) { return O::broadcast(q); });
   if constexpr (G > 1) {
     // A last, partial group: packed panels hold it zero-padded; A read in place must
-    // not be read past its last element (the next one may be anything, even NaN).
+    // not be read past its last element (the next one may be anything, even NaN), nor
+    // B read in place past its last row.
     if (kc % G != 0) {
-      step([](const typename O::Elem* q) {
-        return A_IN_PLACE ? O::broadcast_first(q) : O::broadcast(q);
-      });
+      if constexpr (B_ROW_PAIRS) {
+        typename O::Reg bv[NV];
+        O::load_row_pairs_first(b, bv);
+#pragma GCC unroll 16
+        for (int i = 0; i < ROWS; ++i) {
+          const typename O::Reg ai = A_IN_PLACE ? O::broadcast_first(third_rows[i / 3] + (i % 3) * lda)
+                                                : O::broadcast(a + i * G);
+#pragma GCC unroll 4
+          for (int j = 0; j < NV; ++j) acc[i][j] = O::fma(ai, bv[j], acc[i][j]);
+        }
+      } else {
+        step([](const typename O::Elem* q) {
+          return A_IN_PLACE ? O::broadcast_first(q) : O::broadcast(q);
+        });
+      }
     }
+  }
+  if constexpr (B_ROW_PAIRS) {
+#pragma GCC unroll 16
+    for (int i = 0; i < ROWS; ++i) O::columns_in_order(acc[i]);
   }
 
   if (PARKED || cols == NR) {
@@ -231,6 +261,16 @@ constexpr auto has_transpose_block(int) -> decltype(V::kTransposeBlock, bool()) 
 }
 template <class V>
 constexpr bool has_transpose_block(...) {
+  return false;
+}
+
+// Whether operands O read B in place as row pairs (micro_tile's B_ROW_PAIRS).
+template <class O>
+constexpr auto has_row_pairs(int) -> decltype(&O::load_row_pairs, bool()) {
+  return true;
+}
+template <class O>
+constexpr bool has_row_pairs(...) {
   return false;
 }
 
@@ -386,7 +426,16 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
           &micro_tile<V, MR, 1, RowsMinusOne + 1, true>),
      ...);
   }
-  if constexpr (OperandsOf<V>::kDepthGroup == 1) k.pack = &pack_strided<V, MR, NV * V::kLanes>;
+  if constexpr (OperandsOf<V>::kDepthGroup == 1) {
+    k.pack = &pack_strided<V, MR, NV * V::kLanes>;
+  } else if constexpr (has_row_pairs<OperandsOf<V>>(0)) {
+    ((k.row_pairs_by_rows[RowsMinusOne + 1] =
+          &micro_tile<V, MR, NV, RowsMinusOne + 1, false, false, true>),
+     ...);
+    ((k.row_pairs_by_rows_a_in_place[RowsMinusOne + 1] =
+          &micro_tile<V, MR, NV, RowsMinusOne + 1, true, false, true>),
+     ...);
+  }
   if constexpr (std::is_same_v<typename OperandsOf<V>::Elem, typename V::T>) {
     constexpr auto batches = std::make_integer_sequence<int, kMaxDotOuterRows>();
     set_dot_outer_rows<V, typename V::T>(k.dot_outer_by_rows, batches);
