@@ -59,6 +59,33 @@ def test_forward_and_backward(activation, m, k, n, threads):
     np.testing.assert_allclose(db, dz.sum(0), atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n", [(128, 256, 256), (32, 784, 256), (300, 100, 257)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_backward_products_side_by_side(dtype, m, k, n, with_bias):
+    """Products of 8-32 Mflop each: on two or more threads dx and [dW; db] run side by
+    side, one per thread (with a batch shorter than K, db summed on its own); the same
+    bits as one after the other on one thread, and numpy's values."""
+    rng = np.random.default_rng(21)
+    x = rng.uniform(-2, 2, (m, k)).astype(dtype)
+    w = (rng.uniform(-1, 1, (k, n)) / np.sqrt(k)).astype(dtype)
+    dy = rng.uniform(-1, 1, (m, n)).astype(dtype)
+    y, _ = _native.dense_forward(x, w, np.zeros(n, dtype), "relu", threads=1)
+    serial = _native.dense_backward(dy, x, w, y, None, with_bias, "relu", threads=1)
+    for threads in (2, 3):
+        for got, want in zip(_native.dense_backward(dy, x, w, y, None, with_bias, "relu",
+                                                    threads=threads), serial):
+            np.testing.assert_array_equal(got, want)
+    dz = dy.astype(np.float64) * (y > 0)
+    tol = 1e-3 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(serial[0], dz @ w.T.astype(np.float64), atol=tol)
+    np.testing.assert_allclose(serial[1], x.T.astype(np.float64) @ dz, atol=tol * m)
+    if with_bias:
+        np.testing.assert_allclose(serial[2], dz.sum(0), atol=tol * m)
+    else:
+        assert serial[2] is None
+
+
 def test_float32_forward():
     x = np.random.randn(33, 65).astype(np.float32)
     w = np.random.randn(65, 17).astype(np.float32)

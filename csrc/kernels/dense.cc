@@ -161,18 +161,38 @@ void dense_forward(const DenseForwardArgs<T>& a, TaskRunner& runner) {
   });
 }
 
-// dense_backward with operands packed as In.
+// Each of the backward's two products needs at least this many flops to run beside the
+// other rather than after it (dense_backward_as): below, waking the second thread costs
+// more than it saves. fwd+bwd in tf.function, two threads, one after the other -> side
+// by side (medians of 301, two runs): 128 x 256 -> 256 (17 Mflop a product) 0.91 -> 0.81
+// and 0.78 -> 0.71 ms, 32 x 784 -> 256 (13 Mflop) 0.63 -> 0.59 and 0.64 -> 0.68 ms;
+// 256 x 100 -> 100 (5 Mflop) 0.40 -> 0.43 ms, 32 x 100 -> 100 0.28 -> 0.31-0.33 ms.
+constexpr int64_t kMinSideBySideFlops = int64_t(1) << 23;
+
+// Whether dense_backward_as runs dx and [dW; db] side by side, one per thread: each
+// product big enough to pay for a thread (kMinSideBySideFlops) and small enough that gemm
+// would not split it across threads itself (gemm_fits_one_task).
+template <typename T>
+bool backward_products_side_by_side(const DenseBackwardArgs<T>& a, const TaskRunner& runner) {
+  const int64_t flops = 2 * a.m * a.k * a.n;  // each product's
+  return runner.num_threads() > 1 && flops >= kMinSideBySideFlops &&
+         gemm_fits_one_task(a.m, a.k, a.n) && gemm_fits_one_task(a.k + 1, a.n, a.m);
+}
+
+// dense_backward with operands packed as In. dx and [dW; db] are independent products:
+// run side by side where backward_products_side_by_side says so, each on its own thread
+// (results do not depend on where a product runs).
 template <typename T, typename In>
 void dense_backward_as(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
-
   // dx [m, k] = dz [m, n] · Wᵀ; B seen as n-depth rows of W.
-  const auto dz_rows = strided_source<T, In>(a.dy, a.m, a.n, a.n, 1, &prologue);
-  const auto w_rows = strided_source<T, In>(a.w, a.k, a.n, a.n, 1);
-  gemm<In>(dz_rows, w_rows, store_into<T, Acc>(a.dx, a.k), runner,
-           output_accumulator(a.dx, a.k));
-
+  const auto input_grad = [&](TaskRunner& runner) {
+    const auto dz_rows = strided_source<T, In>(a.dy, a.m, a.n, a.n, 1, &prologue);
+    const auto w_rows = strided_source<T, In>(a.w, a.k, a.n, a.n, 1);
+    gemm<In>(dz_rows, w_rows, store_into<T, Acc>(a.dx, a.k), runner,
+             output_accumulator(a.dx, a.k));
+  };
   // [dW; db] [k + 1, n] = [xᵀ; 1ᵀ] [k + 1, m] · dz [m, n]: the bias gradient from a row of
   // ones, at the price of a copy out of the engine's scratch (dW and db are separate
   // tensors). db is summed on its own instead when that GEMM would be a row of ones
@@ -180,29 +200,44 @@ void dense_backward_as(const DenseBackwardArgs<T>& a, TaskRunner& runner) {
   // one task), and when dW is stored in the accumulation type and the batch is shorter
   // than K: dW is then summed in place, and summing dz's m rows costs less than copying
   // dW's k.
-  const bool with_bias = a.db != nullptr;
-  const auto dzt_rows = strided_source<T, In>(a.dy, a.n, a.m, 1, a.n, &prologue);
-  const auto xt_rows = [&](bool ones_row) {
-    return strided_source<T, In>(a.x, a.k, a.m, 1, a.k, nullptr, ones_row);
-  };
-  bool separate_bias = a.k == 0;
-  if constexpr (std::is_same_v<T, Acc>) separate_bias = separate_bias || a.m < a.k;
-  if (separate_bias) {
-    if (a.k > 0) {
-      gemm<In>(xt_rows(false), dzt_rows, store_into<T, Acc>(a.dw, a.n), runner,
-               output_accumulator(a.dw, a.n));
+  const auto weight_grads = [&](TaskRunner& runner) {
+    const bool with_bias = a.db != nullptr;
+    const auto dzt_rows = strided_source<T, In>(a.dy, a.n, a.m, 1, a.n, &prologue);
+    const auto xt_rows = [&](bool ones_row) {
+      return strided_source<T, In>(a.x, a.k, a.m, 1, a.k, nullptr, ones_row);
+    };
+    bool separate_bias = a.k == 0;
+    if constexpr (std::is_same_v<T, Acc>) separate_bias = separate_bias || a.m < a.k;
+    if (separate_bias) {
+      if (a.k > 0) {
+        gemm<In>(xt_rows(false), dzt_rows, store_into<T, Acc>(a.dw, a.n), runner,
+                 output_accumulator(a.dw, a.n));
+      }
+      if (with_bias) sum_activation_grad_rows(prologue, a.dy, a.m, a.n, a.db, runner);
+      return;
     }
-    if (with_bias) sum_activation_grad_rows(prologue, a.dy, a.m, a.n, a.db, runner);
+    gemm<In>(xt_rows(with_bias), dzt_rows,
+             [&a](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
+               // dW's rows in one call; the ones row's product is db.
+               const int64_t dw_rows = std::clamp<int64_t>(a.k - i0, 0, mi);
+               store_rows(tile, ld, dw_rows, nj, a.dw + i0 * a.n + j0, a.n);
+               if (dw_rows < mi) store_run(tile + dw_rows * ld, nj, a.db + j0);
+             },
+             runner);
+  };
+  if (backward_products_side_by_side(a, runner)) {
+    runner.run(2, [&](int64_t product) {
+      SerialRunner serial;
+      if (product == 0) {
+        input_grad(serial);
+      } else {
+        weight_grads(serial);
+      }
+    });
     return;
   }
-  gemm<In>(xt_rows(with_bias), dzt_rows,
-           [&a](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
-             // dW's rows in one call; the ones row's product is db.
-             const int64_t dw_rows = std::clamp<int64_t>(a.k - i0, 0, mi);
-             store_rows(tile, ld, dw_rows, nj, a.dw + i0 * a.n + j0, a.n);
-             if (dw_rows < mi) store_run(tile + dw_rows * ld, nj, a.db + j0);
-           },
-           runner);
+  input_grad(runner);
+  weight_grads(runner);
 }
 
 // dW of at least this many bytes is streamed past the caches (OuterWrite::kStream). In

@@ -334,6 +334,14 @@ Partition partition(int64_t m, int64_t n, int64_t k, int threads, const Engine<I
   return best;
 }
 
+}  // namespace
+
+bool gemm_fits_one_task(int64_t m, int64_t n, int64_t k) {
+  return 2 * m * n * std::max<int64_t>(k, 1) / kMinFlopsPerTask < 2;
+}
+
+namespace {
+
 template <typename In>
 void pack_source(const PackSource<In>& src, const MicroKernel<In>& mk, int64_t r0, int64_t nr,
                  int64_t d0, int64_t nd, int panel, In* dst) {

@@ -86,6 +86,11 @@ template <typename In>
 void gemm_split_depth(const PackSource<In>& a, const PackSource<In>& b,
                       const TileEpilogue<acc_t<In>>& epilogue, TaskRunner& runner);
 
+// Whether gemm runs an m x n x k product as one task on any thread count (too little
+// work to hand part of it to another thread): a caller with independent products that
+// small may run them side by side, one per thread.
+bool gemm_fits_one_task(int64_t m, int64_t n, int64_t k);
+
 // The engine's block sizes for In on this CPU and ISA: micro-tiles are mr x nr;
 // A is packed mc rows, B nc rows, both kc deep at a time (the depth is cut into equal
 // steps of at most kc). Tests use them to hit every edge.
