@@ -414,8 +414,9 @@ struct GemmCall {
     // Without the caller's accumulator, C is kept in scratch between depth steps. With
     // one depth step, each micro-tile is final as it leaves the registers, so one tile of
     // scratch, reused by every tile and never leaving L1, is enough: a rectangle of C
-    // scratch would be written back to memory as it is swept (bf16 dW, 4097 x 32 x 4096:
-    // 64 MiB of float sums written back, 11 -> ms in tf.function on two threads).
+    // scratch would be written back to memory as it is swept (bf16 dW of a batch of 32,
+    // [xᵀ; 1]·dz, in tf.function on two threads: 4097 x 32 x 4096, 64 MiB of float sums,
+    // 10.2 -> 8.8 ms; 1025 x 32 x 1024 0.95 -> 0.68 ms).
     // Strips and parked columns sum wider rectangles; they keep the rectangle.
     const bool tile_c = !accumulator.c && k > 0 && k <= kc && !b_strips && !b_parked;
     const int64_t tile_ldc = round_up(nr, 16);
