@@ -82,14 +82,17 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
   const typename O::Elem* third_rows[kGroups];
 #pragma GCC unroll 16
   for (int g = 0; g < kGroups; ++g) third_rows[g] = a + 3 * g * lda;
-  // One depth group: B's NV vectors against each row's broadcast group of A.
-  auto step = [&](auto broadcast_a) __attribute__((always_inline)) {
+  // One depth group: B's NV vectors against each row's broadcast group of A. `partial`
+  // (a std::bool_constant): the last group, of fewer than G depth steps.
+  auto step = [&](auto broadcast_a, auto partial) __attribute__((always_inline)) {
     // A's micro-panel streams from L2 (a packed B's stays in L1; B read in place
     // jumps a row each step): fetch both ahead, as the loads would otherwise wait on
     // each new line.
     if (!A_IN_PLACE) __builtin_prefetch(a + kPrefetchSteps * MR * G);
     typename O::Reg bv[NV];
-    if constexpr (B_ROW_PAIRS) {
+    if constexpr (B_ROW_PAIRS && decltype(partial)::value) {
+      O::load_row_pairs_first(b, bv);  // not a row past B's last
+    } else if constexpr (B_ROW_PAIRS) {
       // Each of the G rows' NR elements (bf16: 64 bytes, a line where aligned).
 #pragma GCC unroll 4
       for (int r = 0; r < G; ++r) __builtin_prefetch(b + kPrefetchSteps * b_step + r * ldb);
@@ -117,27 +120,16 @@ void micro_tile(int64_t kc, const typename OperandsOf<V>::Elem* a, int64_t lda,
     b += b_step;
   };
   const int64_t groups = kc / G;
-  for (int64_t p = 0; p < groups; ++p) step([](const typename O::Elem* q) { return O::broadcast(q); });
+  for (int64_t p = 0; p < groups; ++p)
+    step([](const typename O::Elem* q) { return O::broadcast(q); }, std::false_type{});
   if constexpr (G > 1) {
     // A last, partial group: packed panels hold it zero-padded; A read in place must
     // not be read past its last element (the next one may be anything, even NaN), nor
     // B read in place past its last row.
     if (kc % G != 0) {
-      if constexpr (B_ROW_PAIRS) {
-        typename O::Reg bv[NV];
-        O::load_row_pairs_first(b, bv);
-#pragma GCC unroll 16
-        for (int i = 0; i < ROWS; ++i) {
-          const typename O::Reg ai = A_IN_PLACE ? O::broadcast_first(third_rows[i / 3] + (i % 3) * lda)
-                                                : O::broadcast(a + i * G);
-#pragma GCC unroll 4
-          for (int j = 0; j < NV; ++j) acc[i][j] = O::fma(ai, bv[j], acc[i][j]);
-        }
-      } else {
-        step([](const typename O::Elem* q) {
-          return A_IN_PLACE ? O::broadcast_first(q) : O::broadcast(q);
-        });
-      }
+      step([](const typename O::Elem* q) {
+        return A_IN_PLACE ? O::broadcast_first(q) : O::broadcast(q);
+      }, std::true_type{});
     }
   }
   if constexpr (B_ROW_PAIRS) {
