@@ -111,18 +111,28 @@ TapRange tap_range(const ConvAxis& a, int64_t j) {
   return r;
 }
 
+// tap_range of every small index, computed once per pass rather than per small row and
+// position (two divisions each, beside a copy of 12 floats for a 3-channel image: Conv2D
+// 64x64x3->32 k4 s2 forward on one thread 5% faster, alternating in one process).
+std::vector<TapRange> tap_ranges(const ConvAxis& a) {
+  std::vector<TapRange> ranges(a.small);
+  for (int64_t j = 0; j < a.small; ++j) ranges[j] = tap_range(a, j);
+  return ranges;
+}
+
 // L for `images` images whose big tensor starts at `big`, stored as the GEMM's operand
 // type In; one task per small row.
 template <typename S, typename In>
 void im2col(const ConvGeometry& g, const Lowering& s, const S* big, int64_t images, In* lowered,
             TaskRunner& runner) {
   const int64_t kernel_row = g.w.kernel * s.cb;  // one kernel row's taps in L
+  const std::vector<TapRange> w_ranges = tap_ranges(g.w);
   runner.run(images * g.h.small, [&](int64_t task) {
     const int64_t image = task / g.h.small, hs = task - image * g.h.small;
     const S* img = big + image * s.big_image * s.cb;
     In* out = lowered + task * g.w.small * s.row;
     for (int64_t ws = 0; ws < g.w.small; ++ws) {
-      const TapRange w = tap_range(g.w, ws);
+      const TapRange& w = w_ranges[ws];
       for (int64_t th = 0; th < g.h.kernel; ++th, out += kernel_row) {
         const int64_t hb = hs * g.h.stride + th * g.h.dilation - g.h.pad_before;
         if (hb < 0 || hb >= g.h.big || w.lo == w.hi) {
@@ -173,9 +183,10 @@ AxisReach axis_reach(const ConvAxis& a) {
 // (small w, tap w, channel): each small position adds its taps to the big positions
 // they reach, one contiguous run of taps x channels for dilation 1.
 template <typename Acc>
-void add_row_taps(const ConvAxis& w, const Lowering& s, const Acc* p_row, Acc* sums) {
+void add_row_taps(const ConvAxis& w, const std::vector<TapRange>& w_ranges, const Lowering& s,
+                  const Acc* p_row, Acc* sums) {
   for (int64_t ws = 0; ws < w.small; ++ws) {
-    const TapRange r = tap_range(w, ws);
+    const TapRange& r = w_ranges[ws];
     const Acc* src = p_row + ws * s.row;
     if (w.dilation == 1) {
       const int64_t base = r.b0 * s.cb;  // negative at the left edge, where lo > 0
@@ -195,6 +206,7 @@ template <typename T, typename Acc>
 void col2im_bias_act(const ConvGeometry& g, const Lowering& s, const AxisReach& reach_h,
                      const Acc* p, int64_t n0, int64_t images, const T* bias, ActivationSpec act,
                      T* out, T* z, TaskRunner& runner) {
+  const std::vector<TapRange> w_ranges = tap_ranges(g.w);
   runner.run(images * g.h.big, [&](int64_t task) {
     const int64_t image = task / g.h.big, hb = task - image * g.h.big;
     Acc* sums = packing_scratch<Acc, kRowSumsSlot>(g.w.big * s.cb);
@@ -203,7 +215,7 @@ void col2im_bias_act(const ConvGeometry& g, const Lowering& s, const AxisReach& 
     for (int64_t ih = reach_h.begin[hb]; ih < reach_h.begin[hb + 1]; ++ih) {
       const Acc* p_row = p + (image * g.h.small + reach_h.small[ih]) * g.w.small * s.row +
                          reach_h.tap[ih] * g.w.kernel * s.cb;
-      add_row_taps<Acc>(g.w, s, p_row, sums);
+      add_row_taps<Acc>(g.w, w_ranges, s, p_row, sums);
     }
     const int64_t px = ((n0 + image) * s.big_image + hb * g.w.big) * s.cb;
     epilogue_bias_act<T, Acc>(sums, 0, 1, g.w.big * s.cb, static_cast<const T*>(nullptr), 0, act,
