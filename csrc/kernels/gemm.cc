@@ -447,7 +447,13 @@ struct GemmCall {
                            ? e.blocking.nc
                            : std::clamp(round_down(kMaxScratchElements / (i_end - i_begin), nr),
                                         nr, e.blocking.nc);
-    const int64_t mc = e.blocking.mc;
+    // Row blocks of at most blocking.mc rows, the task's rows split evenly among them: a
+    // small last block (256 rows: 252 + 4) streams all of B's packed block again for one
+    // tile of rows (132 + 124 instead: dense forward 256 x 4096 -> 4096 in tf.function,
+    // two threads, 2-3% faster in two runs alternating in one process; the sums do not
+    // depend on row blocks).
+    const int64_t row_blocks = std::max<int64_t>(1, ceil_div(i_end - i_begin, e.blocking.mc));
+    const int64_t mc = round_up(ceil_div(i_end - i_begin, row_blocks), mr);
     const int64_t kc_max = round_up(std::max<int64_t>(std::min(kc, k), 1), G);
     const int64_t a_count = round_up(std::min(mc, i_end - i_begin), mr) * kc_max;
     In* packed_a = s.packed_a.get(a_count);
