@@ -306,6 +306,7 @@ void fetch_rows(const In* data, int64_t rows, int64_t cols, int64_t ld) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t e = 0; e < cols; e += kLine) __builtin_prefetch(data + r * ld + e, 0, 2);
 }
+
 // Packing one element costs about as much as this many flops of the micro-kernel.
 constexpr int64_t kPackCostFlops = 16;
 // Without a caller accumulator, a task keeps rows x nc of C in scratch: bound it.

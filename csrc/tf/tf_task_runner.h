@@ -5,8 +5,8 @@
 #include <algorithm>
 
 #include "csrc/kernels/parallel.h"
-#include "tensorflow/core/platform/blocking_counter.h"
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/platform/blocking_counter.h"
 #include "tensorflow/core/platform/threadpool.h"
 
 namespace fusedlayers {
