@@ -111,9 +111,10 @@ TapRange tap_range(const ConvAxis& a, int64_t j) {
   return r;
 }
 
-// tap_range of every small index, computed once per pass rather than per small row and
-// position (two divisions each, beside a copy of 12 floats for a 3-channel image: Conv2D
-// 64x64x3->32 k4 s2 forward on one thread 5% faster, alternating in one process).
+// tap_range of every small index, computed once per im2col or col2im call rather than
+// per small row and position (two divisions each, beside a copy of 12 floats for a
+// 3-channel image: Conv2D 64x64x3->32 k4 s2 forward on one thread 5% faster,
+// alternating in one process).
 std::vector<TapRange> tap_ranges(const ConvAxis& a) {
   std::vector<TapRange> ranges(a.small);
   for (int64_t j = 0; j < a.small; ++j) ranges[j] = tap_range(a, j);

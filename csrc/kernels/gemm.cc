@@ -318,6 +318,12 @@ struct Partition {
   int64_t tm = 0, tn = 0;
 };
 
+// How many tasks an m x n x k product has work for (kMinFlopsPerTask each), before
+// the thread count caps it.
+int64_t tasks_worth(int64_t m, int64_t n, int64_t k) {
+  return 2 * m * n * std::max<int64_t>(k, 1) / kMinFlopsPerTask;
+}
+
 // Picks the grid that minimises one task's work (flops including padding, plus
 // packing) with at most one task per thread, and no more tasks than the problem's
 // size can feed: small M splits N, small N splits M.
@@ -327,10 +333,8 @@ Partition partition(int64_t m, int64_t n, int64_t k, int threads, const Engine<I
   const int64_t mr = e.mk.mr, nr = e.mk.nr, nc = e.blocking.nc;
   const int64_t m_units = ceil_div(m, mr), n_units = ceil_div(n, nr);
   const int64_t depth = std::max<int64_t>(k, 1);
-  const int64_t flops = 2 * m * n * depth;
-  const int64_t max_tasks =
-      std::clamp<int64_t>(std::min<int64_t>(threads, flops / kMinFlopsPerTask), 1,
-                          m_units * n_units);
+  const int64_t max_tasks = std::clamp<int64_t>(
+      std::min<int64_t>(threads, tasks_worth(m, n, k)), 1, m_units * n_units);
   Partition best;
   int64_t best_cost = -1;
   for (int64_t tm = 1; tm <= std::min(max_tasks, m_units); ++tm) {
@@ -356,7 +360,7 @@ Partition partition(int64_t m, int64_t n, int64_t k, int threads, const Engine<I
 }  // namespace
 
 bool gemm_fits_one_task(int64_t m, int64_t n, int64_t k) {
-  return 2 * m * n * std::max<int64_t>(k, 1) / kMinFlopsPerTask < 2;
+  return tasks_worth(m, n, k) < 2;
 }
 
 namespace {
