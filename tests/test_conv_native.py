@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fusedlayers import _native
+from test_engine import supported_isas
 
 
 def axis_geometry(size, kernel, stride, dilation, padding, transpose=False, output_padding=None):
@@ -106,6 +107,10 @@ CASES = [  # (batch, h, w, big C, small C, kernel, strides, dilations, padding, 
     (2, 3, 3, 3, 3, (3, 3), (2, 2), (1, 1), "same", (1, 0)),
     (0, 3, 3, 2, 2, (3, 3), (2, 2), (1, 1), "same", None),
     (1, 1, 1, 1, 1, (1, 1), (1, 1), (1, 1), "same", None),
+    # Runs of 4 taps x 5 channels (one vector and a part on AVX-512), 2 x 3 channels (a
+    # part of one), edge positions on both sides.
+    (2, 9, 11, 5, 3, (4, 4), (2, 2), (1, 1), "same", None),
+    (1, 6, 7, 3, 2, (2, 2), (1, 2), (1, 1), "valid", None),
     # 3 x 3 taps x 64 channels: a kernel 576 deep (two depth steps), 18 micro-panels wide.
     (2, 5, 5, 64, 40, (3, 3), (1, 1), (1, 1), "same", None),
 ]
@@ -278,12 +283,16 @@ def test_long_weight_gradient_split_over_positions(transpose):
     assert y.shape[3] == y_channels
 
 
-@pytest.mark.parametrize("method", ["lowered", "implicit"])
-def test_each_conv_method(method):
+@pytest.mark.parametrize("method,isa", [("lowered", isa) for isa in supported_isas()] +
+                         [("implicit", None)])
+def test_each_conv_method(method, isa):
     """Each op has two implementations picked by shape (lowered: im2col/col2im and plain
     GEMMs; implicit: patches packed straight into the engine's panels); force each and
-    rerun this file's grid through it."""
+    rerun this file's grid through it, the lowered one on each ISA (im2col copies runs of
+    taps with the ISA's vectors)."""
     env = dict(os.environ, FUSEDLAYERS_CONV_METHOD=method, TF_CPP_MIN_LOG_LEVEL="3")
+    if isa:
+        env["FUSEDLAYERS_ISA"] = isa
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
          "-k", "forward_and_backward"],

@@ -29,6 +29,7 @@
 
 #include "column_sums.h"
 #include "dtype.h"
+#include "gemm_kernels.h"
 #include "gemm_operands.h"
 
 namespace fusedlayers {
@@ -121,38 +122,80 @@ std::vector<TapRange> tap_ranges(const ConvAxis& a) {
   return ranges;
 }
 
+// dst[e] = src[e] as In for e < count.
+template <typename S, typename In>
+inline void copy_as(const S* src, int64_t count, In* dst) {
+  if constexpr (std::is_same_v<S, In>) {
+    std::memcpy(dst, src, count * sizeof(In));
+  } else {
+    for (int64_t e = 0; e < count; ++e) dst[e] = operand_as<In>(src[e]);
+  }
+}
+
+// The small positions [begin, end) along w whose taps are all in range and one run
+// (dilation 1): a contiguous range, as both ends of a position's taps move with it.
+struct FullRuns {
+  int64_t begin = 0, end = 0;
+};
+
+FullRuns full_runs(const ConvAxis& a, const std::vector<TapRange>& ranges) {
+  FullRuns f;
+  if (a.dilation != 1) return f;
+  const auto full = [&](int64_t j) { return ranges[j].lo == 0 && ranges[j].hi == a.kernel; };
+  while (f.begin < a.small && !full(f.begin)) ++f.begin;
+  f.end = f.begin;
+  while (f.end < a.small && full(f.end)) ++f.end;
+  return f;
+}
+
 // L for `images` images whose big tensor starts at `big`, stored as the GEMM's operand
-// type In; one task per small row.
+// type In; one task per small row, kernel row by kernel row: the positions with every
+// tap in range copy their runs in one call of the ISA's copy_runs (a run per position,
+// `stride` channels apart in the source and a row of L apart here), the others one by
+// one with zeros for their taps out of range. Against positions outer and an element
+// loop per run (a 3-channel image's run of 4 taps is 12 floats, where the loop's setup
+// cost as much as the copy), native harness alternating in one process, forward:
+// Conv2D 64x64x3->32 k4 s2 1.89 -> 1.52 ms on one thread, 1.47 -> 1.06 ms on two;
+// 28x28x1->32 0.214 -> 0.163 ms; 31x31x32->64 4.72 -> 4.49 ms.
 template <typename S, typename In>
 void im2col(const ConvGeometry& g, const Lowering& s, const S* big, int64_t images, In* lowered,
             TaskRunner& runner) {
   const int64_t kernel_row = g.w.kernel * s.cb;  // one kernel row's taps in L
   const std::vector<TapRange> w_ranges = tap_ranges(g.w);
+  FullRuns runs = full_runs(g.w, w_ranges);
+  CopyRunsFn<In> copy_runs = nullptr;
+  if constexpr (std::is_same_v<S, In>) copy_runs = micro_kernel<In>().copy_runs;
+  if (!copy_runs) runs = FullRuns{};  // every position one by one
   runner.run(images * g.h.small, [&](int64_t task) {
     const int64_t image = task / g.h.small, hs = task - image * g.h.small;
     const S* img = big + image * s.big_image * s.cb;
-    In* out = lowered + task * g.w.small * s.row;
-    for (int64_t ws = 0; ws < g.w.small; ++ws) {
-      const TapRange& w = w_ranges[ws];
-      for (int64_t th = 0; th < g.h.kernel; ++th, out += kernel_row) {
-        const int64_t hb = hs * g.h.stride + th * g.h.dilation - g.h.pad_before;
-        if (hb < 0 || hb >= g.h.big || w.lo == w.hi) {
-          std::fill(out, out + kernel_row, In{});
-          continue;
-        }
-        const S* src_row = img + hb * g.w.big * s.cb;
-        std::fill(out, out + w.lo * s.cb, In{});
+    for (int64_t th = 0; th < g.h.kernel; ++th) {
+      const int64_t hb = hs * g.h.stride + th * g.h.dilation - g.h.pad_before;
+      In* const out = lowered + task * g.w.small * s.row + th * kernel_row;
+      if (hb < 0 || hb >= g.h.big) {
+        for (int64_t ws = 0; ws < g.w.small; ++ws)
+          std::fill(out + ws * s.row, out + ws * s.row + kernel_row, In{});
+        continue;
+      }
+      const S* src_row = img + hb * g.w.big * s.cb;
+      if constexpr (std::is_same_v<S, In>) {
+        if (runs.end > runs.begin)
+          copy_runs(src_row + w_ranges[runs.begin].b0 * s.cb, g.w.stride * s.cb,
+                    runs.end - runs.begin, kernel_row, out + runs.begin * s.row, s.row);
+      }
+      for (int64_t ws = 0; ws < g.w.small; ++ws) {
+        if (ws == runs.begin) ws = runs.end;  // done above
+        if (ws == g.w.small) break;
+        const TapRange& w = w_ranges[ws];
+        In* o = out + ws * s.row;
+        std::fill(o, o + w.lo * s.cb, In{});
         if (g.w.dilation == 1) {  // the taps in range are one contiguous run
-          const S* src = src_row + (w.b0 + w.lo) * s.cb;
-          In* o = out + w.lo * s.cb;
-          for (int64_t e = 0; e < (w.hi - w.lo) * s.cb; ++e) o[e] = operand_as<In>(src[e]);
+          copy_as(src_row + (w.b0 + w.lo) * s.cb, (w.hi - w.lo) * s.cb, o + w.lo * s.cb);
         } else {
-          for (int64_t tw = w.lo; tw < w.hi; ++tw) {
-            const S* src = src_row + (w.b0 + tw * g.w.dilation) * s.cb;
-            for (int64_t c = 0; c < s.cb; ++c) out[tw * s.cb + c] = operand_as<In>(src[c]);
-          }
+          for (int64_t tw = w.lo; tw < w.hi; ++tw)
+            copy_as(src_row + (w.b0 + tw * g.w.dilation) * s.cb, s.cb, o + tw * s.cb);
         }
-        std::fill(out + w.hi * s.cb, out + kernel_row, In{});
+        std::fill(o + w.hi * s.cb, o + kernel_row, In{});
       }
     }
   });

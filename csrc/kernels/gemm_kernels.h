@@ -67,6 +67,13 @@ using Bf16StripFn = void (*)(int64_t kc, const float* a, int64_t lda, const bflo
 // element(r, d) = src[r * row_stride + d * depth_stride] into micro-panels of `panel`
 // rows (the PackSource layout in gemm.h), zero-filling the last panel's missing rows
 // and, for G = 2 and odd nd, the last depth group's missing element.
+// dst[r * dst_stride + e] = src[r * src_stride + e] for r < count, e < length: the runs
+// of taps an im2col copies (a 3-channel image's 4 taps are 12 floats, where a memmove
+// call per run cost more than its copy).
+template <typename T>
+using CopyRunsFn = void (*)(const T* src, int64_t src_stride, int64_t count, int64_t length,
+                            T* dst, int64_t dst_stride);
+
 template <typename T>
 using PackStridedFn = void (*)(const T* src, int64_t row_stride, int64_t depth_stride, int64_t r0,
                                int64_t nr, int64_t d0, int64_t nd, int panel, T* dst);
@@ -106,6 +113,7 @@ struct MicroKernel {
   MicroTileFn<T> row_pairs_by_rows[kMaxMicroRows + 1];
   MicroTileFn<T> row_pairs_by_rows_a_in_place[kMaxMicroRows + 1];
   PackStridedFn<T> pack;
+  CopyRunsFn<T> copy_runs;  // null where T is not the ISA's vector element (bfloat16)
   // dot_outer_by_rows[m], m <= kMaxDotOuterRows, for float and double (null for bf16);
   // for float, dot_outer_bf16_by_rows too, on bfloat16 storage (null otherwise).
   DotOuterRowsFn<T> dot_outer_by_rows[kMaxDotOuterRows + 1];

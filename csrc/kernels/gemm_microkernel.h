@@ -384,6 +384,19 @@ void pack_strided(const typename V::T* src, int64_t row_stride, int64_t depth_st
   }
 }
 
+// CopyRunsFn: whole vectors, then one masked for the run's last elements.
+template <class V>
+void copy_runs(const typename V::T* src, int64_t src_stride, int64_t count, int64_t length,
+               typename V::T* dst, int64_t dst_stride) {
+  constexpr int L = V::kLanes;
+  const int64_t whole = length / L * L;
+  const int left = static_cast<int>(length - whole);
+  for (int64_t r = 0; r < count; ++r, src += src_stride, dst += dst_stride) {
+    for (int64_t e = 0; e < whole; e += L) V::store(dst + e, V::load(src + e));
+    if (left > 0) V::store_first(dst + whole, V::load_first(src + whole, left), left);
+  }
+}
+
 // The strips of 1 to sizeof...(RowsMinusOne) rows (for float, on bfloat16 B too).
 template <class V, int MR, int... RowsMinusOne>
 void set_strips(MicroKernel<typename V::T>& k, std::integer_sequence<int, RowsMinusOne...>) {
@@ -429,6 +442,7 @@ MicroKernel<typename OperandsOf<V>::Elem> make_micro_kernel(
      ...);
   }
   if constexpr (std::is_same_v<typename OperandsOf<V>::Elem, typename V::T>) {
+    k.copy_runs = &copy_runs<V>;
     constexpr auto batches = std::make_integer_sequence<int, kMaxDotOuterRows>();
     set_dot_outer_rows<V, typename V::T>(k.dot_outer_by_rows, batches);
     if constexpr (std::is_same_v<typename V::T, float>) {
