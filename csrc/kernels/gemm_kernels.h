@@ -63,10 +63,6 @@ using DotOuterRowsFn = void (*)(int64_t rows, int64_t n, const S* w, int64_t ldw
 using Bf16StripFn = void (*)(int64_t kc, const float* a, int64_t lda, const bfloat16_t* b,
                              int64_t ldb, float* c, int64_t ldc, int cols, bool accumulate);
 
-// Packs rows [r0, r0 + nr) x depth [d0, d0 + nd) of the matrix
-// element(r, d) = src[r * row_stride + d * depth_stride] into micro-panels of `panel`
-// rows (the PackSource layout in gemm.h), zero-filling the last panel's missing rows
-// and, for G = 2 and odd nd, the last depth group's missing element.
 // dst[r * dst_stride + e] = src[r * src_stride + e] for r < count, e < length: the runs
 // of taps an im2col copies (a 3-channel image's 4 taps are 12 floats, where a memmove
 // call per run cost more than its copy).
@@ -74,6 +70,10 @@ template <typename T>
 using CopyRunsFn = void (*)(const T* src, int64_t src_stride, int64_t count, int64_t length,
                             T* dst, int64_t dst_stride);
 
+// Packs rows [r0, r0 + nr) x depth [d0, d0 + nd) of the matrix
+// element(r, d) = src[r * row_stride + d * depth_stride] into micro-panels of `panel`
+// rows (the PackSource layout in gemm.h), zero-filling the last panel's missing rows
+// and, for G = 2 and odd nd, the last depth group's missing element.
 template <typename T>
 using PackStridedFn = void (*)(const T* src, int64_t row_stride, int64_t depth_stride, int64_t r0,
                                int64_t nr, int64_t d0, int64_t nd, int panel, T* dst);
