@@ -183,9 +183,9 @@ void im2col(const ConvGeometry& g, const Lowering& s, const S* big, int64_t imag
           copy_runs(src_row + w_ranges[runs.begin].b0 * s.cb, g.w.stride * s.cb,
                     runs.end - runs.begin, kernel_row, out + runs.begin * s.row, s.row);
       }
-      for (int64_t ws = 0; ws < g.w.small; ++ws) {
-        if (ws == runs.begin) ws = runs.end;  // done above
-        if (ws == g.w.small) break;
+      // The positions before and after the runs copied above, with zeros for taps out
+      // of range.
+      const auto copy_position = [&](int64_t ws) {
         const TapRange& w = w_ranges[ws];
         In* o = out + ws * s.row;
         std::fill(o, o + w.lo * s.cb, In{});
@@ -196,7 +196,9 @@ void im2col(const ConvGeometry& g, const Lowering& s, const S* big, int64_t imag
             copy_as(src_row + (w.b0 + tw * g.w.dilation) * s.cb, s.cb, o + tw * s.cb);
         }
         std::fill(o + w.hi * s.cb, o + kernel_row, In{});
-      }
+      };
+      for (int64_t ws = 0; ws < runs.begin; ++ws) copy_position(ws);
+      for (int64_t ws = runs.end; ws < g.w.small; ++ws) copy_position(ws);
     }
   });
 }
