@@ -113,6 +113,9 @@ CASES = [  # (batch, h, w, big C, small C, kernel, strides, dilations, padding, 
     (1, 6, 7, 3, 2, (2, 2), (1, 2), (1, 1), "valid", None),
     # 3 x 3 taps x 64 channels: a kernel 576 deep (two depth steps), 18 micro-panels wide.
     (2, 5, 5, 64, 40, (3, 3), (1, 1), (1, 1), "same", None),
+    # Stride phases of 3 taps along h (the last one past the kernel's end) and 2 along w:
+    # Winograd's F(2x2, 3x3) with zero taps, tiles past the output's edge.
+    (2, 8, 10, 6, 5, (5, 6), (2, 3), (1, 1), "same", None),
 ]
 
 
@@ -283,13 +286,15 @@ def test_long_weight_gradient_split_over_positions(transpose):
     assert y.shape[3] == y_channels
 
 
-@pytest.mark.parametrize("method,isa", [("lowered", isa) for isa in supported_isas()] +
-                         [("implicit", None)])
+@pytest.mark.parametrize("method,isa", [(method, isa) for method in ("lowered", "winograd")
+                                        for isa in supported_isas()] + [("implicit", None)])
 def test_each_conv_method(method, isa):
-    """Each op has two implementations picked by shape (lowered: im2col/col2im and plain
-    GEMMs; implicit: patches packed straight into the engine's panels); force each and
-    rerun this file's grid through it, the lowered one on each ISA (im2col copies runs of
-    taps with the ISA's vectors)."""
+    """Each op has implementations picked by shape (lowered: im2col/col2im and plain
+    GEMMs; implicit: patches packed straight into the engine's panels; winograd: conv2d's
+    float32 forward by minimal filtering, wherever its geometry allows when forced); force
+    each and rerun this file's grid through it, the lowered and Winograd ones on each ISA
+    (im2col copies runs of taps with the ISA's vectors; Winograd's products are the ISA's
+    GEMMs)."""
     env = dict(os.environ, FUSEDLAYERS_CONV_METHOD=method, TF_CPP_MIN_LOG_LEVEL="3")
     if isa:
         env["FUSEDLAYERS_ISA"] = isa
@@ -299,3 +304,54 @@ def test_each_conv_method(method, isa):
         env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout
+
+
+# Shapes whose float32 forward the shape rule sends to Winograd's algorithm: F(2x2, 3x3)
+# and, for k4 s2, F(3x3, 2x2) on the four stride phases.
+WINOGRAD_SHAPES = {
+    "k3-s1-same": ((8, 16, 16, 128), (3, 3, 128, 64), (1, 1), "same"),
+    "k4-s2-valid": ((32, 14, 14, 64), (4, 4, 64, 128), (2, 2), "valid"),
+}
+
+WINOGRAD_CHILD = """
+import sys, numpy as np
+from fusedlayers import _native
+x, k, b = (np.load(sys.argv[1] + name + ".npy") for name in ("x", "k", "b"))
+y, _ = _native.conv2d_forward(x, k, b, {strides}, {padding!r}, [1, 1], "elu", threads=2)
+np.save(sys.argv[1] + "y.npy", y)
+"""
+
+
+@pytest.mark.parametrize("shape", sorted(WINOGRAD_SHAPES))
+def test_winograd_forward_by_shape(shape, tmp_path):
+    """The shape rule picks Winograd here: the forward matches the float64 reference, is
+    bit-identical on 1, 2 and 3 threads, equals the forced Winograd method's output bit
+    for bit and differs from the lowered method's (a different summation)."""
+    x_shape, k_shape, strides, padding = WINOGRAD_SHAPES[shape]
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, x_shape).astype(np.float32)
+    k = (rng.uniform(-1, 1, k_shape) / np.sqrt(np.prod(k_shape[:3]))).astype(np.float32)
+    b = rng.uniform(-1, 1, k_shape[3:]).astype(np.float32)
+    case = x_shape[:3] + k_shape[2:] + (k_shape[:2], strides, (1, 1), padding, None)
+    _, small_hw, pads = case_geometry(case, transpose=False)
+    z_ref = ref_gather(x.astype(np.float64), k.astype(np.float64), small_hw, strides, (1, 1),
+                       pads) + b
+    runs = [_native.conv2d_forward(x, k, b, list(strides), padding, [1, 1], "elu",
+                                   threads=threads)[0] for threads in (1, 2, 3)]
+    assert_close(runs[0], ACTIVATIONS["elu"][0](z_ref), np.float32)
+    for run in runs[1:]:
+        np.testing.assert_array_equal(run, runs[0])
+
+    prefix = str(tmp_path) + "/"
+    for name, value in (("x", x), ("k", k), ("b", b)):
+        np.save(prefix + name + ".npy", value)
+    forced = {}
+    for method in ("winograd", "lowered"):
+        env = dict(os.environ, FUSEDLAYERS_CONV_METHOD=method, TF_CPP_MIN_LOG_LEVEL="3")
+        code = WINOGRAD_CHILD.format(strides=list(strides), padding=padding)
+        done = subprocess.run([sys.executable, "-c", code, prefix], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        forced[method] = np.load(prefix + "y.npy")
+    np.testing.assert_array_equal(runs[0], forced["winograd"])
+    assert not np.array_equal(runs[0], forced["lowered"])

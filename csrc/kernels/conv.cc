@@ -19,6 +19,7 @@
 
 #include "conv_lowered.h"
 #include "conv_operands.h"
+#include "conv_winograd.h"
 #include "dense.h"
 #include "dtype.h"
 
@@ -269,13 +270,17 @@ int64_t big_positions(const ConvGeometry& g) { return g.batch * g.h.big * g.w.bi
 }  // namespace
 
 // Each op takes the lowered method when its lowered matrix is small enough per image
-// (conv_lowered.h), and the implicit passes above otherwise.
+// (conv_lowered.h), and the implicit passes above otherwise; conv2d's float32 forward
+// takes Winograd's algorithm first where it saves enough (conv_winograd.h).
 template <typename T>
 void conv2d_forward(const ConvForwardArgs<T>& args, TaskRunner& runner) {
   const ConvGeometry& g = args.geometry;
   if (g.big_channels == 0) {
     return dense_forward(as_dense_without_depth(args, small_positions(g), g.small_channels),
                          runner);
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (conv_winograd_fits(g)) return winograd_conv2d_forward(args, runner);
   }
   if (conv_lowered_fits(g)) return lowered_conv2d_forward(args, runner);
   conv_forward(args, /*input_is_big=*/true, runner);

@@ -438,19 +438,26 @@ ActivationGradPrologue<T> shifted(const ActivationGradPrologue<T>& pro, int64_t 
 
 }  // namespace
 
-bool conv_lowered_fits(const ConvGeometry& g) {
-  static const int forced = [] {
+ConvMethod forced_conv_method() {
+  static const ConvMethod forced = [] {
     const char* name = std::getenv("FUSEDLAYERS_CONV_METHOD");
-    if (!name || !*name) return -1;
-    if (std::strcmp(name, "lowered") == 0) return 1;
-    if (std::strcmp(name, "implicit") == 0) return 0;
+    if (!name || !*name) return ConvMethod::kByShape;
+    if (std::strcmp(name, "lowered") == 0) return ConvMethod::kLowered;
+    if (std::strcmp(name, "implicit") == 0) return ConvMethod::kImplicit;
+    if (std::strcmp(name, "winograd") == 0) return ConvMethod::kWinograd;
     std::fprintf(stderr,
-                 "fusedlayers: FUSEDLAYERS_CONV_METHOD must be lowered or implicit; got '%s', "
-                 "choosing by shape\n",
+                 "fusedlayers: FUSEDLAYERS_CONV_METHOD must be lowered, implicit or winograd; "
+                 "got '%s', choosing by shape\n",
                  name);
-    return -1;
+    return ConvMethod::kByShape;
   }();
-  if (forced >= 0) return forced == 1;
+  return forced;
+}
+
+bool conv_lowered_fits(const ConvGeometry& g) {
+  const ConvMethod forced = forced_conv_method();
+  if (forced == ConvMethod::kLowered) return true;
+  if (forced == ConvMethod::kImplicit) return false;
   // In double: the products of a huge (rejected-later-anyway) shape must not wrap.
   const double lowered =
       double(g.h.small) * double(g.w.small) * double(g.h.kernel) * double(g.w.kernel) *

@@ -7,9 +7,13 @@
 
 namespace fusedlayers {
 
+// The method FUSEDLAYERS_CONV_METHOD=lowered, implicit or winograd forces for every
+// shape it applies to (read once; tests use it to cover each); kByShape when unset.
+enum class ConvMethod { kByShape, kLowered, kImplicit, kWinograd };
+ConvMethod forced_conv_method();
+
 // Whether g's lowered matrix (and big tensor) for one image fit the group budget, so
-// the lowered method applies. FUSEDLAYERS_CONV_METHOD=lowered or implicit forces
-// one method for every shape (read once; tests use it to cover both).
+// the lowered method applies (always when forced, never when implicit is).
 bool conv_lowered_fits(const ConvGeometry& g);
 
 template <typename T>

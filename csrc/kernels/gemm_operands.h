@@ -86,7 +86,7 @@ inline void load_run(const T* data, int64_t base, int64_t stride, int64_t n,
 // A grow-once per-thread buffer for the packing callbacks (y and z packed beside dz,
 // 16-bit types widened), one per slot: no allocation once a thread has seen its
 // largest panel. Slots: 0-2 and kBf16SourceSlot here, 3-8 in conv_lowered.cc,
-// 10-12 in dense.cc.
+// 10-12 in dense.cc, 13-18 in conv_winograd.cc.
 template <typename Acc, int kSlot>
 Acc* packing_scratch(int64_t count) {
   thread_local std::vector<Acc> buffer;
