@@ -306,7 +306,7 @@ def test_each_conv_method(method, isa):
     assert " passed" in done.stdout
 
 
-# Shapes whose float32 forward the shape rule sends to Winograd's algorithm: F(2x2, 3x3)
+# Shapes whose float32 passes the shape rule sends to Winograd's algorithm: F(2x2, 3x3)
 # and, for k4 s2, F(3x3, 2x2) on the four stride phases.
 WINOGRAD_SHAPES = {
     "k3-s1-same": ((8, 16, 16, 128), (3, 3, 128, 64), (1, 1), "same"),
@@ -316,34 +316,52 @@ WINOGRAD_SHAPES = {
 WINOGRAD_CHILD = """
 import sys, numpy as np
 from fusedlayers import _native
-x, k, b = (np.load(sys.argv[1] + name + ".npy") for name in ("x", "k", "b"))
+x, k, b, dy = (np.load(sys.argv[1] + name + ".npy") for name in ("x", "k", "b", "dy"))
 y, _ = _native.conv2d_forward(x, k, b, {strides}, {padding!r}, [1, 1], "elu", threads=2)
-np.save(sys.argv[1] + "y.npy", y)
+grads = _native.conv2d_backward(dy, x, k, y, None, True, {strides}, {padding!r}, [1, 1], "elu",
+                                threads=2)
+for name, value in zip(("y", "dx", "dk", "db"), (y,) + tuple(grads)):
+    np.save(sys.argv[1] + "out_" + name + ".npy", value)
 """
 
 
 @pytest.mark.parametrize("shape", sorted(WINOGRAD_SHAPES))
-def test_winograd_forward_by_shape(shape, tmp_path):
-    """The shape rule picks Winograd here: the forward matches the float64 reference, is
-    bit-identical on 1, 2 and 3 threads, equals the forced Winograd method's output bit
-    for bit and differs from the lowered method's (a different summation)."""
+def test_winograd_by_shape(shape, tmp_path):
+    """The shape rule picks Winograd here: forward and backward match the float64
+    reference, are bit-identical on 1, 2 and 3 threads (groups one after another, and a
+    group per thread with the kernel's gradient summed in waves), equal the forced
+    Winograd method's outputs bit for bit and differ from the lowered method's (a
+    different summation)."""
     x_shape, k_shape, strides, padding = WINOGRAD_SHAPES[shape]
     rng = np.random.default_rng(5)
     x = rng.uniform(-1, 1, x_shape).astype(np.float32)
     k = (rng.uniform(-1, 1, k_shape) / np.sqrt(np.prod(k_shape[:3]))).astype(np.float32)
     b = rng.uniform(-1, 1, k_shape[3:]).astype(np.float32)
     case = x_shape[:3] + k_shape[2:] + (k_shape[:2], strides, (1, 1), padding, None)
-    _, small_hw, pads = case_geometry(case, transpose=False)
-    z_ref = ref_gather(x.astype(np.float64), k.astype(np.float64), small_hw, strides, (1, 1),
-                       pads) + b
-    runs = [_native.conv2d_forward(x, k, b, list(strides), padding, [1, 1], "elu",
-                                   threads=threads)[0] for threads in (1, 2, 3)]
-    assert_close(runs[0], ACTIVATIONS["elu"][0](z_ref), np.float32)
+    big_hw, small_hw, pads = case_geometry(case, transpose=False)
+    x64, k64 = x.astype(np.float64), k.astype(np.float64)
+    z_ref = ref_gather(x64, k64, small_hw, strides, (1, 1), pads) + b
+    dy = rng.uniform(-1, 1, z_ref.shape).astype(np.float32)
+    runs = []
+    for threads in (1, 2, 3):
+        y, _ = _native.conv2d_forward(x, k, b, list(strides), padding, [1, 1], "elu",
+                                      threads=threads)
+        runs.append((y,) + tuple(_native.conv2d_backward(dy, x, k, y, None, True, list(strides),
+                                                         padding, [1, 1], "elu",
+                                                         threads=threads)))
     for run in runs[1:]:
-        np.testing.assert_array_equal(run, runs[0])
+        for got, first in zip(run, runs[0]):
+            np.testing.assert_array_equal(got, first)
+    fwd, deriv = ACTIVATIONS["elu"]
+    dz = dy * deriv(z_ref)
+    y, dx, dk, db = runs[0]
+    assert_close(y, fwd(z_ref), np.float32)
+    assert_close(dx, ref_scatter(dz, k64, big_hw, strides, (1, 1), pads), np.float32)
+    assert_close(dk, ref_kernel_grad(x64, dz, k.shape, strides, (1, 1), pads), np.float32)
+    assert_close(db, dz.sum(axis=(0, 1, 2)), np.float32)
 
     prefix = str(tmp_path) + "/"
-    for name, value in (("x", x), ("k", k), ("b", b)):
+    for name, value in (("x", x), ("k", k), ("b", b), ("dy", dy)):
         np.save(prefix + name + ".npy", value)
     forced = {}
     for method in ("winograd", "lowered"):
@@ -352,6 +370,7 @@ def test_winograd_forward_by_shape(shape, tmp_path):
         done = subprocess.run([sys.executable, "-c", code, prefix], env=env, capture_output=True,
                               text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
-        forced[method] = np.load(prefix + "y.npy")
-    np.testing.assert_array_equal(runs[0], forced["winograd"])
-    assert not np.array_equal(runs[0], forced["lowered"])
+        forced[method] = [np.load(prefix + "out_" + name + ".npy") for name in ("y", "dx", "dk", "db")]
+    for got, winograd, lowered in zip(runs[0], forced["winograd"], forced["lowered"]):
+        np.testing.assert_array_equal(got, winograd)
+        assert not np.array_equal(got, lowered)

@@ -292,6 +292,9 @@ void conv2d_backward(const ConvBackwardArgs<T>& args, TaskRunner& runner) {
     return dense_backward(as_dense_without_depth(args, small_positions(g), g.small_channels),
                           runner);
   }
+  if constexpr (std::is_same_v<T, float>) {
+    if (conv_winograd_fits(g)) return winograd_conv2d_backward(args, runner);
+  }
   if (conv_lowered_fits(g)) return lowered_conv2d_backward(args, runner);
   conv_backward(args, /*input_is_big=*/true, runner);
 }

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "column_sums.h"
+#include "conv_groups.h"
 #include "dtype.h"
 #include "gemm_kernels.h"
 #include "gemm_operands.h"
@@ -66,7 +67,6 @@ enum ScratchSlot {
   kRowSumsSlot = 4,
   kDzSlot = 5,
   kKernelGradSlot = 6,
-  kGroupSumsSlot = 7,
   kKernelPanelsSlot = 8
 };
 
@@ -269,25 +269,6 @@ void col2im_bias_act(const ConvGeometry& g, const Lowering& s, const AxisReach& 
   });
 }
 
-// dz = dy * act'(y, z) for `count` elements from `offset`, in Acc.
-template <typename T, typename Acc>
-void activation_grad(const ActivationGradPrologue<T>& pro, const T* dy, int64_t offset,
-                     int64_t count, Acc* dz, TaskRunner& runner) {
-  constexpr int64_t kChunk = 1024;
-  const bool use_z = grad_needs_preactivation(pro.act);
-  runner.run((count + kChunk - 1) / kChunk, [&](int64_t chunk) {
-    const int64_t first = offset + chunk * kChunk, n = std::min(kChunk, count - chunk * kChunk);
-    Acc y[kChunk], z[kChunk];
-    Acc* out = dz + chunk * kChunk;
-    for (int64_t e = 0; e < n; ++e) out[e] = load_as<Acc>(dy[first + e]);
-    for (int64_t e = 0; e < n; ++e) y[e] = pro.y ? load_as<Acc>(pro.y[first + e]) : Acc(0);
-    if (use_z) {
-      for (int64_t e = 0; e < n; ++e) z[e] = load_as<Acc>(pro.z[first + e]);
-    }
-    activation_derivative_multiply<Acc>(pro.act, y, use_z ? z : nullptr, out, n);
-  });
-}
-
 // dz = dy * act'(y, z) for `count` elements from `offset` into this thread's scratch, for
 // the Conv2D backward's two products, where they pack operands as Acc; null where dz is
 // dy itself (linear) or the products pack bfloat16 pairs (the prologue forms dz while
@@ -323,77 +304,8 @@ int64_t group_count(const ConvGeometry& g, const Lowering& s) {
   return ceil_div(g.batch, s.group);
 }
 
-// Whether groups run one per thread: with at least as many groups as threads. Otherwise
-// the groups run one after another, each phase split across the threads.
 bool groups_in_parallel(const ConvGeometry& g, const Lowering& s, const TaskRunner& runner) {
-  return runner.num_threads() > 1 && group_count(g, s) >= runner.num_threads();
-}
-
-// fn(n0, images, runner) for each group of images, where runner is the one fn's phases
-// split across: a whole group on one thread keeps its lowering, product and scatter in
-// that core's L2 with no barrier between them (two threads, native harness, ms: Conv2D
-// 31x31x32->64 k4 s2 2.45 -> 1.52, 64x64x3->32 1.38 -> 0.77; Conv2DTranspose
-// 16x16x128->64 k4 s2 10.6 -> 8.1). Group boundaries come from the shape alone and a
-// group's sums do not depend on the runner, so results are the same either way.
-template <typename Fn>
-void for_each_group(const ConvGeometry& g, const Lowering& s, TaskRunner& runner, Fn&& fn) {
-  auto run_group = [&](int64_t group, TaskRunner& group_runner) {
-    const int64_t n0 = group * s.group;
-    fn(n0, std::min(s.group, g.batch - n0), group_runner);
-  };
-  const int64_t groups = group_count(g, s);
-  if (groups_in_parallel(g, s, runner)) {
-    runner.run(groups, [&](int64_t group) {
-      SerialRunner serial;
-      run_group(group, serial);
-    });
-  } else {
-    for (int64_t group = 0; group < groups; ++group) run_group(group, runner);
-  }
-}
-
-// Groups per thread in a wave of for_each_group_summing. With one per thread, TensorFlow's
-// pool runs one group on the calling thread while a worker with nothing to do spins
-// beside it, and every wave ends on a barrier: Conv2DTranspose 16x16x128->64 k4 s2
-// fwd+bwd in tf.function 31-35 ms with one, 25-27 ms with two (four: no better).
-constexpr int64_t kWaveGroupsPerThread = 2;
-
-// for_each_group for passes that also sum over the batch (weight gradients):
-// fn(n0, images, runner, share) adds its group's share into `share` (count elements,
-// zeroed for it), and sum += each share in group order, so the result is the same on
-// any thread count. Groups run in waves of kWaveGroupsPerThread per thread, a share each.
-template <typename Acc, typename Fn>
-void for_each_group_summing(const ConvGeometry& g, const Lowering& s, TaskRunner& runner,
-                            int64_t count, Acc* sum, Fn&& fn) {
-  const int64_t groups = group_count(g, s);
-  const int64_t wave =
-      groups_in_parallel(g, s, runner) ? std::min(groups, kWaveGroupsPerThread * runner.num_threads()) : 1;
-  Acc* shares = packing_scratch<Acc, kGroupSumsSlot>(wave * count);
-  constexpr int64_t kChunk = 4096;  // elements of sum per task of the in-order additions
-  for (int64_t first = 0; first < groups; first += wave) {
-    const int64_t in_wave = std::min(wave, groups - first);
-    auto run_group = [&](int64_t slot, TaskRunner& group_runner) {
-      Acc* share = shares + slot * count;
-      std::fill(share, share + count, Acc(0));
-      const int64_t n0 = (first + slot) * s.group;
-      fn(n0, std::min(s.group, g.batch - n0), group_runner, share);
-    };
-    if (wave > 1) {
-      runner.run(in_wave, [&](int64_t slot) {
-        SerialRunner serial;
-        run_group(slot, serial);
-      });
-    } else {
-      run_group(0, runner);
-    }
-    runner.run((count + kChunk - 1) / kChunk, [&](int64_t chunk) {
-      const int64_t begin = chunk * kChunk, end = std::min(count, begin + kChunk);
-      for (int64_t slot = 0; slot < in_wave; ++slot) {
-        const Acc* share = shares + slot * count;
-        for (int64_t e = begin; e < end; ++e) sum[e] += share[e];
-      }
-    });
-  }
+  return groups_in_parallel(group_count(g, s), runner);
 }
 
 // Packing the kernel once is a phase of its own, ending on a barrier across the threads:
@@ -475,7 +387,7 @@ void lowered_conv2d_forward_as(const ConvForwardArgs<T>& a, TaskRunner& runner) 
   const ConvGeometry& g = a.geometry;
   const Lowering s = lowering_of(g, kForwardGroupBudget);
   const auto k_cols = kernel_source<T, In>(g, s, a.kernel, s.cs, s.row, 1, s.cs, runner);  // Kᵀ
-  for_each_group(g, s, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
+  for_each_group(g.batch, s.group, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
     In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
     im2col<T, In>(g, s, a.x + n0 * s.big_image * s.cb, images, lowered, runner);
     const auto l_rows = strided_source<In, In>(lowered, images * s.small_image, s.row, s.row, 1);
@@ -504,7 +416,7 @@ void lowered_conv2d_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner
   const int64_t dk_rows = s.row + (with_bias ? 1 : 0);
   Acc* dk = packing_scratch<Acc, kKernelGradSlot>(dk_rows * s.cs);
   std::fill(dk, dk + dk_rows * s.cs, Acc(0));
-  for_each_group_summing<Acc>(g, s, runner, dk_rows * s.cs, dk, [&](int64_t n0, int64_t images,
+  for_each_group_summing<Acc>(g.batch, s.group, runner, dk_rows * s.cs, dk, [&](int64_t n0, int64_t images,
                                                                      TaskRunner& runner, Acc* dk) {
     const int64_t positions = images * s.small_image;
     Acc* products = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
@@ -542,7 +454,7 @@ void lowered_conv2d_transpose_forward_as(const ConvForwardArgs<T>& a, TaskRunner
   const Lowering s = lowering_of(g, kForwardGroupBudget);
   const AxisReach reach_h = axis_reach(g.h);
   const auto k_rows = kernel_source<T, In>(g, s, a.kernel, s.row, s.cs, s.cs, 1, runner);  // K
-  for_each_group(g, s, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
+  for_each_group(g.batch, s.group, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
     Acc* p = packing_scratch<Acc, kLoweredSlot>(s.group * s.small_image * s.row);
     const auto x_rows = strided_source<T, In>(a.x + n0 * s.small_image * s.cs,
                                               images * s.small_image, s.cs, s.cs, 1);
@@ -562,7 +474,7 @@ void lowered_conv2d_transpose_backward_as(const ConvBackwardArgs<T>& a, TaskRunn
   const int64_t dk_count = s.row * s.cs + s.cb;
   Acc* dk = packing_scratch<Acc, kKernelGradSlot>(dk_count);
   std::fill(dk, dk + dk_count, Acc(0));
-  for_each_group_summing<Acc>(g, s, runner, dk_count, dk, [&](int64_t n0, int64_t images,
+  for_each_group_summing<Acc>(g.batch, s.group, runner, dk_count, dk, [&](int64_t n0, int64_t images,
                                                                TaskRunner& runner, Acc* dk) {
     const int64_t positions = images * s.small_image;
     In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);

@@ -21,6 +21,8 @@
 #include <algorithm>
 #include <array>
 
+#include "column_sums.h"
+#include "conv_groups.h"
 #include "conv_lowered.h"
 #include "gemm.h"
 #include "gemm_operands.h"
@@ -36,6 +38,11 @@ constexpr int kPoints = kAlpha * kAlpha;  // products per tile: one GEMM each
 // harness: Conv2D 31x31x32->64 k4 s2 forward 1.41x -> 1.45-1.53x the lowered method's
 // speed; two threads 1.09x -> 1.36x).
 constexpr int64_t kGroupBudget = int64_t{1} << 18;
+// The backward's groups (V, dV and Z) are larger: the kernel's gradient is a product as
+// deep as a group's tiles, and each group's share of it (16 x depth x filters) is zeroed
+// and added into the sum (one thread, native harness, Conv2D 14x14x64->128 k4 s2: 9% of
+// the time in groups of 8 images). 2^18 to 2^22 measured alike in tf.function.
+constexpr int64_t kBackwardGroupBudget = int64_t{1} << 20;
 // ...and a multiple of this many groups where the batch allows, a group per thread
 // (11 groups of 3 images on 2 threads left one thread a group short).
 constexpr int64_t kGroupMultiple = 2;
@@ -59,7 +66,12 @@ enum ScratchSlot {
   kInputSlot = 15,
   kProductSlot = 16,
   kTileSlot = 17,
-  kZerosSlot = 18
+  kZerosSlot = 18,
+  kGradientSlot = 19,
+  kInputGradSlot = 20,
+  kKernelGradSlot = 21,
+  kDzSlot = 22,
+  kPastEndSlot = 23
 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -93,7 +105,7 @@ struct Plan {
   int64_t group = 1;                            // images per group
 };
 
-Plan plan_of(const ConvGeometry& g) {
+Plan plan_of(const ConvGeometry& g, bool backward = false) {
   Plan p;
   p.r = std::max<int>(2, int(std::max(phase_taps(g.h), phase_taps(g.w))));
   p.m = kAlpha + 1 - p.r;
@@ -103,8 +115,9 @@ Plan plan_of(const ConvGeometry& g) {
   p.tiles_h = ceil_div(g.h.small, p.m);
   p.tiles_w = ceil_div(g.w.small, p.m);
   p.tiles = p.tiles_h * p.tiles_w;
-  const int64_t per_image = p.tiles * kPoints * (p.depth + p.cout);
-  const int64_t largest = std::clamp<int64_t>(kGroupBudget / per_image, 1, g.batch);
+  const int64_t per_image = p.tiles * kPoints * (p.depth * (backward ? 2 : 1) + p.cout);
+  const int64_t budget = backward ? kBackwardGroupBudget : kGroupBudget;
+  const int64_t largest = std::clamp<int64_t>(budget / per_image, 1, g.batch);
   const int64_t groups =
       std::min(g.batch, kGroupMultiple * ceil_div(ceil_div(g.batch, largest), kGroupMultiple));
   p.group = ceil_div(g.batch, groups);
@@ -145,6 +158,49 @@ inline void kernel_axis(const float* g, float* u) {  // u = G g
     u[1] = (ends + g[1]) * 0.5f;
     u[2] = (ends - g[1]) * 0.5f;
     u[3] = g[2];
+  }
+}
+
+// Their adjoints, for the backward: y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A is linear in g and in
+// d, so with dz's tiles transformed as Z = A dz Aᵀ, the input's tiles get B (Z ⊙ U) Bᵀ
+// and the kernel Gᵀ (Σ Z ⊙ V) G, the sum over every tile. Halving comes last in each
+// expression, so no multiply-add can be contracted differently on different widths.
+template <int R>
+inline void gradient_axis(const float* t, float* w) {  // w = A t, t of m entries
+  w[0] = t[0];
+  if constexpr (R == 2) {
+    w[1] = t[0] + t[1] + t[2];
+    w[2] = t[0] - t[1] + t[2];
+    w[3] = t[2];
+  } else {
+    w[1] = t[0] + t[1];
+    w[2] = t[0] - t[1];
+    w[3] = -t[1];
+  }
+}
+
+template <int R>
+inline void input_adjoint_axis(const float* e, float* d) {  // d = B e
+  d[0] = e[0];
+  d[2] = e[1] + e[2] - e[0];
+  if constexpr (R == 2) {
+    d[1] = e[1] - e[2] - e[3];
+    d[3] = e[3];
+  } else {
+    d[1] = e[1] - e[2] + e[3];
+    d[3] = -e[3];
+  }
+}
+
+template <int R>
+inline void kernel_adjoint_axis(const float* u, float* g) {  // g = Gᵀ u
+  if constexpr (R == 2) {
+    g[0] = ((u[0] + u[0]) + (u[1] + u[2])) * 0.5f;
+    g[1] = ((u[1] - u[2]) + (u[3] + u[3])) * 0.5f;
+  } else {
+    g[0] = ((u[0] + u[0]) + (u[1] + u[2])) * 0.5f;
+    g[1] = (u[1] - u[2]) * 0.5f;
+    g[2] = ((u[1] + u[2]) + (u[3] + u[3])) * 0.5f;
   }
 }
 
@@ -206,11 +262,73 @@ void transform_output(const float* mp, int64_t stride, int64_t n, float* out, in
   }
 }
 
-// U[p][d][f] for the kernel [kh, kw, cin, cout], d = (phase_h · s_w + phase_w) · cin + c.
-// (zeros: cout zeros, the taps past the kernel's end).
+// w[p * stride + c] = (A t Aᵀ)[p] for c < n, where t[i][j] = src[m i + j][c] (m x m).
 template <int R>
-void transform_kernel_all(const ConvGeometry& g, const Plan& p, const float* kernel,
-                          const float* zeros, float* u, TaskRunner& runner) {
+FUSEDLAYERS_VECTOR_CLONES
+void transform_gradient(const std::array<const float*, kPoints>& src, int64_t n, float* w,
+                        int64_t stride) {
+  constexpr int m = kAlpha + 1 - R;
+#pragma GCC ivdep
+  for (int64_t c = 0; c < n; ++c) {
+    float e[kAlpha][m], t[m], f[kAlpha];
+    for (int j = 0; j < m; ++j) {
+      for (int i = 0; i < m; ++i) t[i] = src[m * i + j][c];
+      gradient_axis<R>(t, f);
+      for (int i = 0; i < kAlpha; ++i) e[i][j] = f[i];
+    }
+    for (int i = 0; i < kAlpha; ++i) {
+      gradient_axis<R>(e[i], f);
+      for (int j = 0; j < kAlpha; ++j) w[(kAlpha * i + j) * stride + c] = f[j];
+    }
+  }
+}
+
+// out[p * ldo + c] = (B E Bᵀ)[p] for c < n, where E[p] = ep[p * stride + c].
+template <int R>
+FUSEDLAYERS_VECTOR_CLONES
+void transform_input_adjoint(const float* ep, int64_t stride, int64_t n, float* out,
+                             int64_t ldo) {
+#pragma GCC ivdep
+  for (int64_t c = 0; c < n; ++c) {
+    float t[kAlpha][kAlpha], col[kAlpha], d[kAlpha];
+    for (int j = 0; j < kAlpha; ++j) {
+      for (int i = 0; i < kAlpha; ++i) col[i] = ep[(kAlpha * i + j) * stride + c];
+      input_adjoint_axis<R>(col, d);
+      for (int i = 0; i < kAlpha; ++i) t[i][j] = d[i];
+    }
+    for (int i = 0; i < kAlpha; ++i) {
+      input_adjoint_axis<R>(t[i], d);
+      for (int j = 0; j < kAlpha; ++j) out[(kAlpha * i + j) * ldo + c] = d[j];
+    }
+  }
+}
+
+// dst[a][b][c] = (Gᵀ U G)[a][b] for c < n, where U[p] = up[p * stride + c].
+template <int R>
+FUSEDLAYERS_VECTOR_CLONES
+void transform_kernel_adjoint(const float* up, int64_t stride, int64_t n, float* const dst[R][R]) {
+#pragma GCC ivdep
+  for (int64_t c = 0; c < n; ++c) {
+    float t[R][kAlpha], col[kAlpha], g[R];
+    for (int j = 0; j < kAlpha; ++j) {
+      for (int i = 0; i < kAlpha; ++i) col[i] = up[(kAlpha * i + j) * stride + c];
+      kernel_adjoint_axis<R>(col, g);
+      for (int a = 0; a < R; ++a) t[a][j] = g[a];
+    }
+    for (int a = 0; a < R; ++a) {
+      kernel_adjoint_axis<R>(t[a], g);
+      for (int b = 0; b < R; ++b) dst[a][b][c] = g[b];
+    }
+  }
+}
+
+// fn(d, taps) for every phase channel d = (phase_h · s_w + phase_w) · cin + c, in tasks
+// across the runner, where taps[a][b] points at the kernel's row [cout] of tap
+// (s_h · a + phase_h, s_w · b + phase_w) and channel c, or at `past_end` for taps past
+// the kernel's end. P is const float* or float*.
+template <int R, typename P, typename Fn>
+void for_each_phase_channel(const ConvGeometry& g, const Plan& p, P kernel, P past_end,
+                            TaskRunner& runner, Fn&& fn) {
   const int64_t sh = g.h.stride, sw = g.w.stride;
   constexpr int64_t kChannelsPerTask = 16;
   const int64_t chunks = ceil_div(p.cin, kChannelsPerTask);
@@ -218,18 +336,27 @@ void transform_kernel_all(const ConvGeometry& g, const Plan& p, const float* ker
     const int64_t phase = task / chunks, c0 = task % chunks * kChannelsPerTask;
     const int64_t ph = phase / sw, pw = phase % sw;
     for (int64_t c = c0; c < std::min(p.cin, c0 + kChannelsPerTask); ++c) {
-      const float* src[R][R];
+      P taps[R][R];
       for (int a = 0; a < R; ++a) {
         for (int b = 0; b < R; ++b) {
           const int64_t th = sh * a + ph, tw = sw * b + pw;
           const bool inside = th < g.h.kernel && tw < g.w.kernel;
-          src[a][b] = inside ? kernel + ((th * g.w.kernel + tw) * p.cin + c) * p.cout : zeros;
+          taps[a][b] = inside ? kernel + ((th * g.w.kernel + tw) * p.cin + c) * p.cout : past_end;
         }
       }
-      const int64_t d = phase * p.cin + c;
-      transform_kernel<R>(src, p.cout, u + d * p.cout, p.depth * p.cout);
+      fn(phase * p.cin + c, taps);
     }
   });
+}
+
+// U[p][d][f] = (G g Gᵀ)[p] for the kernel [kh, kw, cin, cout] (zeros: cout zeros).
+template <int R>
+void transform_kernel_all(const ConvGeometry& g, const Plan& p, const float* kernel,
+                          const float* zeros, float* u, TaskRunner& runner) {
+  for_each_phase_channel<R>(g, p, kernel, zeros, runner,
+                            [&](int64_t d, const float* const taps[R][R]) {
+                              transform_kernel<R>(taps, p.cout, u + d * p.cout, p.depth * p.cout);
+                            });
 }
 
 // The input transform of images [n0, n0 + images) into v ([16][rows][depth], rows =
@@ -306,19 +433,31 @@ void transform_output_group(const ConvForwardArgs<float>& a, const Plan& p, cons
   });
 }
 
+// Zeros for the padding of the input (a run of s_w phases), of dz, and the kernel's
+// missing taps, in this thread's scratch.
+const float* zeros_for(const ConvGeometry& g, const Plan& p) {
+  const int64_t count = std::max(g.w.stride * p.cin, p.cout);
+  float* zeros = packing_scratch<float, kZerosSlot>(count);
+  std::fill(zeros, zeros + count, 0.0f);
+  return zeros;
+}
+
+// Each point's U[p] as B, `filters_as_rows` (filters x depth: the forward) or depth x
+// filters (the input gradient), packed once for every group's product into this
+// thread's scratch.
 template <int R>
-void forward(const ConvForwardArgs<float>& a, const Plan& p, TaskRunner& runner) {
-  const ConvGeometry& g = a.geometry;
-  // Zeros for the input's padding and the kernel's missing taps.
-  const int64_t zeros_count = std::max(g.w.stride * p.cin, p.cout);
-  float* zeros = packing_scratch<float, kZerosSlot>(zeros_count);
-  std::fill(zeros, zeros + zeros_count, 0.0f);
+std::array<PackSource<float>, kPoints> transformed_kernel(const ConvGeometry& g, const Plan& p,
+                                                          const float* kernel, const float* zeros,
+                                                          bool filters_as_rows,
+                                                          TaskRunner& runner) {
   float* u = packing_scratch<float, kKernelSlot>(kPoints * p.depth * p.cout);
-  transform_kernel_all<R>(g, p, a.kernel, zeros, u, runner);
-  // Each point's U as B (filters x depth), packed once for every group.
+  transform_kernel_all<R>(g, p, kernel, zeros, u, runner);
   std::array<PackSource<float>, kPoints> b;
-  for (int pt = 0; pt < kPoints; ++pt)
-    b[pt] = strided_source<float, float>(u + pt * p.depth * p.cout, p.cout, p.depth, 1, p.cout);
+  for (int pt = 0; pt < kPoints; ++pt) {
+    const float* up = u + pt * p.depth * p.cout;
+    b[pt] = filters_as_rows ? strided_source<float, float>(up, p.cout, p.depth, 1, p.cout)
+                            : strided_source<float, float>(up, p.depth, p.cout, p.cout, 1);
+  }
   const int64_t panel_size = packed_b_size(b[0]);
   float* panels = packing_scratch<float, kKernelPanelsSlot>(kPoints * panel_size);
   run_tasks(runner, kPoints, [&](int64_t pt) {
@@ -326,8 +465,15 @@ void forward(const ConvForwardArgs<float>& a, const Plan& p, TaskRunner& runner)
     pack_b_once<float>(b[pt], panels + pt * panel_size, serial);
   });
   for (int pt = 0; pt < kPoints; ++pt) b[pt].packed = panels + pt * panel_size;
+  return b;
+}
 
-  auto run_group = [&](int64_t n0, int64_t images, TaskRunner& runner) {
+template <int R>
+void forward(const ConvForwardArgs<float>& a, const Plan& p, TaskRunner& runner) {
+  const ConvGeometry& g = a.geometry;
+  const float* zeros = zeros_for(g, p);
+  const auto b = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/true, runner);
+  const auto run_group = [&](int64_t n0, int64_t images, TaskRunner& runner) {
     const int64_t rows = images * p.tiles;
     float* v = packing_scratch<float, kInputSlot>(kPoints * rows * p.depth);
     float* mo = packing_scratch<float, kProductSlot>(kPoints * rows * p.cout);
@@ -342,20 +488,126 @@ void forward(const ConvForwardArgs<float>& a, const Plan& p, TaskRunner& runner)
     });
     transform_output_group<R>(a, p, mo, n0, images, runner);
   };
-  // A whole group on one thread where there are enough groups (as the lowered method).
-  const int64_t groups = ceil_div(g.batch, p.group);
-  if (runner.num_threads() > 1 && groups >= runner.num_threads()) {
-    runner.run(groups, [&](int64_t group) {
-      SerialRunner serial;
-      const int64_t n0 = group * p.group;
-      run_group(n0, std::min(p.group, g.batch - n0), serial);
+  for_each_group(g.batch, p.group, runner, run_group);
+}
+
+// Z = A dz Aᵀ for every tile of images [n0, n0 + images) of dz (those images' rows only,
+// [positions, cout]) into z ([16][rows][cout]), a task per row of tiles.
+template <int R>
+void transform_gradient_group(const ConvGeometry& g, const Plan& p, const float* dz,
+                              int64_t images, const float* zeros, float* z, TaskRunner& runner) {
+  const int64_t rows = images * p.tiles;
+  run_tasks(runner, images * p.tiles_h, [&](int64_t task) {
+    const int64_t image = task / p.tiles_h, th = task % p.tiles_h;
+    for (int64_t tw = 0; tw < p.tiles_w; ++tw) {
+      std::array<const float*, kPoints> src;
+      for (int i = 0; i < p.m; ++i) {
+        const int64_t oh = th * p.m + i;
+        for (int j = 0; j < p.m; ++j) {
+          const int64_t ow = tw * p.m + j;
+          src[p.m * i + j] = oh < g.h.small && ow < g.w.small
+                                 ? dz + ((image * g.h.small + oh) * g.w.small + ow) * p.cout
+                                 : zeros;
+        }
+      }
+      const int64_t tile = image * p.tiles + th * p.tiles_w + tw;
+      transform_gradient<R>(src, p.cout, z + tile * p.cout, rows * p.cout);
+    }
+  });
+}
+
+// dx of images [n0, n0 + images) from their tiles' dV ([16][rows][depth]): each tile's
+// B dV Bᵀ added into the input pixels it was taken from. Tiles overlap where their
+// inputs do, so rows of tiles run in two passes (even, then odd: only neighbours
+// overlap) and each row's tiles in order: the same additions in the same order on any
+// thread count.
+template <int R>
+void add_input_gradient_group(const ConvGeometry& g, const Plan& p, const float* dv, int64_t n0,
+                              int64_t images, float* dx, TaskRunner& runner) {
+  const int64_t rows = images * p.tiles;
+  const int64_t sh = g.h.stride, sw = g.w.stride;
+  float* first = dx + n0 * g.h.big * g.w.big * p.cin;
+  std::fill(first, first + images * g.h.big * g.w.big * p.cin, 0.0f);
+  for (int64_t parity = 0; parity < 2; ++parity) {
+    const int64_t per_image = (p.tiles_h - parity + 1) / 2;  // tile rows of this parity
+    run_tasks(runner, images * per_image, [&](int64_t task) {
+      const int64_t image = task / per_image, th = 2 * (task % per_image) + parity;
+      float* d = packing_scratch<float, kTileSlot>(kPoints * p.depth);
+      float* dx_image = first + image * g.h.big * g.w.big * p.cin;
+      for (int64_t tw = 0; tw < p.tiles_w; ++tw) {
+        const int64_t tile = image * p.tiles + th * p.tiles_w + tw;
+        transform_input_adjoint<R>(dv + tile * p.depth, rows * p.depth, p.depth, d, p.depth);
+        for (int i = 0; i < kAlpha; ++i) {
+          for (int64_t ph = 0; ph < sh; ++ph) {
+            const int64_t row = sh * (th * p.m + i) + ph - g.h.pad_before;
+            if (row < 0 || row >= g.h.big) continue;
+            for (int j = 0; j < kAlpha; ++j) {
+              for (int64_t pw = 0; pw < sw; ++pw) {
+                const int64_t col = sw * (tw * p.m + j) + pw - g.w.pad_before;
+                if (col < 0 || col >= g.w.big) continue;
+                const float* src = d + (kAlpha * i + j) * p.depth + (ph * sw + pw) * p.cin;
+                float* dst = dx_image + (row * g.w.big + col) * p.cin;
+                for (int64_t c = 0; c < p.cin; ++c) dst[c] += src[c];
+              }
+            }
+          }
+        }
+      }
     });
-  } else {
-    for (int64_t n0 = 0; n0 < g.batch; n0 += p.group)
-      run_group(n0, std::min(p.group, g.batch - n0), runner);
   }
 }
 
+template <int R>
+void backward(const ConvBackwardArgs<float>& a, const Plan& p, TaskRunner& runner) {
+  const ConvGeometry& g = a.geometry;
+  const float* zeros = zeros_for(g, p);
+  // U[p] as depth x filters: dV[p] = Z[p] · U[p]ᵀ.
+  const auto b = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/false, runner);
+  // [dU; db], summed over the groups.
+  const int64_t du_count = kPoints * p.depth * p.cout;
+  float* du = packing_scratch<float, kKernelGradSlot>(du_count + p.cout);
+  std::fill(du, du + du_count + p.cout, 0.0f);
+  const ActivationGradPrologue<float> prologue{a.y, a.z, a.act};
+  const int64_t positions_per_image = g.h.small * g.w.small;
+  for_each_group_summing<float>(g.batch, p.group, runner, du_count + p.cout, du,
+                                [&](int64_t n0, int64_t images, TaskRunner& runner, float* share) {
+    const int64_t rows = images * p.tiles;
+    const int64_t offset = n0 * positions_per_image * p.cout;
+    const int64_t count = images * positions_per_image * p.cout;
+    const float* dz = a.dy + offset;
+    if (a.act.kind != Activation::kLinear) {
+      float* formed = packing_scratch<float, kDzSlot>(count);
+      activation_grad<float, float>(prologue, a.dy, offset, count, formed, runner);
+      dz = formed;
+    }
+    if (a.dbias) add_column_sums(dz, images * positions_per_image, p.cout, share + du_count);
+    float* z = packing_scratch<float, kGradientSlot>(kPoints * rows * p.cout);
+    float* v = packing_scratch<float, kInputSlot>(kPoints * rows * p.depth);
+    float* dv = packing_scratch<float, kInputGradSlot>(kPoints * rows * p.depth);
+    transform_gradient_group<R>(g, p, dz, images, zeros, z, runner);
+    transform_input_group<R>(g, p, a.x, n0, images, zeros, v, runner);
+    // Per point, each on one thread: dV = Z · Uᵀ and the group's dU = Vᵀ · Z.
+    run_tasks(runner, kPoints, [&](int64_t pt) {
+      SerialRunner serial;
+      const float* zp = z + pt * rows * p.cout;
+      const float* vp = v + pt * rows * p.depth;
+      gemm<float>(strided_source<float, float>(zp, rows, p.cout, p.cout, 1), b[pt], {}, serial,
+                  GemmAccumulator<float>{dv + pt * rows * p.depth, p.depth});
+      gemm<float>(strided_source<float, float>(vp, p.depth, rows, 1, p.depth),
+                  strided_source<float, float>(zp, p.cout, rows, 1, p.cout), {}, serial,
+                  GemmAccumulator<float>{share + pt * p.depth * p.cout, p.cout});
+    });
+    add_input_gradient_group<R>(g, p, dv, n0, images, a.dx, runner);
+  });
+  // dK = Gᵀ dU G, the taps past the kernel's end discarded.
+  float* past_end = packing_scratch<float, kPastEndSlot>(p.cout);
+  for_each_phase_channel<R>(g, p, a.dkernel, past_end, runner,
+                            [&](int64_t d, float* const taps[R][R]) {
+                              transform_kernel_adjoint<R>(du + d * p.cout, p.depth * p.cout,
+                                                          p.cout, taps);
+                            });
+  if (a.dbias) std::copy(du + du_count, du + du_count + p.cout, a.dbias);
+}
 }  // namespace
 
 bool conv_winograd_fits(const ConvGeometry& g) {
@@ -381,4 +633,14 @@ void winograd_conv2d_forward(const ConvForwardArgs<float>& a, TaskRunner& runner
   }
 }
 
+void winograd_conv2d_backward(const ConvBackwardArgs<float>& a, TaskRunner& runner) {
+  const Plan p = plan_of(a.geometry, /*backward=*/true);
+  if (p.r == 2) {
+    backward<2>(a, p, runner);
+  } else {
+    backward<3>(a, p, runner);
+  }
+}
+
 }  // namespace fusedlayers
+

@@ -83,9 +83,29 @@ inline void load_run(const T* data, int64_t base, int64_t stride, int64_t n,
   });
 }
 
+// dz = dy * act'(y, z) for `count` elements from `offset`, in Acc.
+template <typename T, typename Acc>
+inline void activation_grad(const ActivationGradPrologue<T>& pro, const T* dy, int64_t offset,
+                     int64_t count, Acc* dz, TaskRunner& runner) {
+  constexpr int64_t kChunk = 1024;
+  const bool use_z = grad_needs_preactivation(pro.act);
+  runner.run((count + kChunk - 1) / kChunk, [&](int64_t chunk) {
+    const int64_t first = offset + chunk * kChunk, n = std::min(kChunk, count - chunk * kChunk);
+    Acc y[kChunk], z[kChunk];
+    Acc* out = dz + chunk * kChunk;
+    for (int64_t e = 0; e < n; ++e) out[e] = load_as<Acc>(dy[first + e]);
+    for (int64_t e = 0; e < n; ++e) y[e] = pro.y ? load_as<Acc>(pro.y[first + e]) : Acc(0);
+    if (use_z) {
+      for (int64_t e = 0; e < n; ++e) z[e] = load_as<Acc>(pro.z[first + e]);
+    }
+    activation_derivative_multiply<Acc>(pro.act, y, use_z ? z : nullptr, out, n);
+  });
+}
+
 // A grow-once per-thread buffer for the packing callbacks (y and z packed beside dz,
 // 16-bit types widened), one per slot: no allocation once a thread has seen its
-// largest panel. Slots: 0-2 and kBf16SourceSlot here, 3-8 in conv_lowered.cc,
+// largest panel. Slots: 0-2 and kBf16SourceSlot here, 3-8 in conv_lowered.cc (7 in
+// conv_groups.h),
 // 10-12 in dense.cc, 13-18 in conv_winograd.cc.
 template <typename Acc, int kSlot>
 Acc* packing_scratch(int64_t count) {
