@@ -307,19 +307,23 @@ def test_each_conv_method(method, isa):
 
 
 # Shapes whose float32 passes the shape rule sends to Winograd's algorithm: F(2x2, 3x3)
-# and, for k4 s2, F(3x3, 2x2) on the four stride phases.
+# and, for k4 s2, F(3x3, 2x2) on the four stride phases; conv2d_transpose as conv2d's
+# input gradient. (transpose, x, kernel [kh, kw, big C, small C], strides, padding)
 WINOGRAD_SHAPES = {
-    "k3-s1-same": ((8, 16, 16, 128), (3, 3, 128, 64), (1, 1), "same"),
-    "k4-s2-valid": ((32, 14, 14, 64), (4, 4, 64, 128), (2, 2), "valid"),
+    "k3-s1-same": (False, (8, 16, 16, 128), (3, 3, 128, 64), (1, 1), "same"),
+    "k4-s2-valid": (False, (32, 14, 14, 64), (4, 4, 64, 128), (2, 2), "valid"),
+    "transpose-k4-s2-same": (True, (16, 16, 16, 128), (4, 4, 64, 128), (2, 2), "same"),
 }
 
 WINOGRAD_CHILD = """
 import sys, numpy as np
 from fusedlayers import _native
 x, k, b, dy = (np.load(sys.argv[1] + name + ".npy") for name in ("x", "k", "b", "dy"))
-y, _ = _native.conv2d_forward(x, k, b, {strides}, {padding!r}, [1, 1], "elu", threads=2)
-grads = _native.conv2d_backward(dy, x, k, y, None, True, {strides}, {padding!r}, [1, 1], "elu",
-                                threads=2)
+extra = [None] if {transpose} else []
+forward = _native.conv2d_transpose_forward if {transpose} else _native.conv2d_forward
+backward = _native.conv2d_transpose_backward if {transpose} else _native.conv2d_backward
+y, _ = forward(x, k, b, {strides}, {padding!r}, *extra, [1, 1], "elu", threads=2)
+grads = backward(dy, x, k, y, None, True, {strides}, {padding!r}, *extra, [1, 1], "elu", threads=2)
 for name, value in zip(("y", "dx", "dk", "db"), (y,) + tuple(grads)):
     np.save(sys.argv[1] + "out_" + name + ".npy", value)
 """
@@ -332,23 +336,26 @@ def test_winograd_by_shape(shape, tmp_path):
     group per thread with the kernel's gradient summed in waves), equal the forced
     Winograd method's outputs bit for bit and differ from the lowered method's (a
     different summation)."""
-    x_shape, k_shape, strides, padding = WINOGRAD_SHAPES[shape]
+    transpose, x_shape, k_shape, strides, padding = WINOGRAD_SHAPES[shape]
     rng = np.random.default_rng(5)
     x = rng.uniform(-1, 1, x_shape).astype(np.float32)
     k = (rng.uniform(-1, 1, k_shape) / np.sqrt(np.prod(k_shape[:3]))).astype(np.float32)
-    b = rng.uniform(-1, 1, k_shape[3:]).astype(np.float32)
+    b = rng.uniform(-1, 1, k_shape[2 if transpose else 3]).astype(np.float32)
     case = x_shape[:3] + k_shape[2:] + (k_shape[:2], strides, (1, 1), padding, None)
-    big_hw, small_hw, pads = case_geometry(case, transpose=False)
+    big_hw, small_hw, pads = case_geometry(case, transpose)
     x64, k64 = x.astype(np.float64), k.astype(np.float64)
-    z_ref = ref_gather(x64, k64, small_hw, strides, (1, 1), pads) + b
+    gather = lambda big, kernel: ref_gather(big, kernel, small_hw, strides, (1, 1), pads)
+    scatter = lambda small, kernel: ref_scatter(small, kernel, big_hw, strides, (1, 1), pads)
+    z_ref = (scatter(x64, k64) if transpose else gather(x64, k64)) + b
     dy = rng.uniform(-1, 1, z_ref.shape).astype(np.float32)
+    forward = _native.conv2d_transpose_forward if transpose else _native.conv2d_forward
+    backward = _native.conv2d_transpose_backward if transpose else _native.conv2d_backward
+    extra = [None] if transpose else []  # conv2d_transpose's output_padding
     runs = []
     for threads in (1, 2, 3):
-        y, _ = _native.conv2d_forward(x, k, b, list(strides), padding, [1, 1], "elu",
-                                      threads=threads)
-        runs.append((y,) + tuple(_native.conv2d_backward(dy, x, k, y, None, True, list(strides),
-                                                         padding, [1, 1], "elu",
-                                                         threads=threads)))
+        y, _ = forward(x, k, b, list(strides), padding, *extra, [1, 1], "elu", threads=threads)
+        runs.append((y,) + tuple(backward(dy, x, k, y, None, True, list(strides), padding, *extra,
+                                          [1, 1], "elu", threads=threads)))
     for run in runs[1:]:
         for got, first in zip(run, runs[0]):
             np.testing.assert_array_equal(got, first)
@@ -356,8 +363,12 @@ def test_winograd_by_shape(shape, tmp_path):
     dz = dy * deriv(z_ref)
     y, dx, dk, db = runs[0]
     assert_close(y, fwd(z_ref), np.float32)
-    assert_close(dx, ref_scatter(dz, k64, big_hw, strides, (1, 1), pads), np.float32)
-    assert_close(dk, ref_kernel_grad(x64, dz, k.shape, strides, (1, 1), pads), np.float32)
+    if transpose:
+        assert_close(dx, gather(dz, k64), np.float32)
+        assert_close(dk, ref_kernel_grad(dz, x64, k.shape, strides, (1, 1), pads), np.float32)
+    else:
+        assert_close(dx, scatter(dz, k64), np.float32)
+        assert_close(dk, ref_kernel_grad(x64, dz, k.shape, strides, (1, 1), pads), np.float32)
     assert_close(db, dz.sum(axis=(0, 1, 2)), np.float32)
 
     prefix = str(tmp_path) + "/"
@@ -366,11 +377,12 @@ def test_winograd_by_shape(shape, tmp_path):
     forced = {}
     for method in ("winograd", "lowered"):
         env = dict(os.environ, FUSEDLAYERS_CONV_METHOD=method, TF_CPP_MIN_LOG_LEVEL="3")
-        code = WINOGRAD_CHILD.format(strides=list(strides), padding=padding)
+        code = WINOGRAD_CHILD.format(transpose=transpose, strides=list(strides), padding=padding)
         done = subprocess.run([sys.executable, "-c", code, prefix], env=env, capture_output=True,
                               text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
-        forced[method] = [np.load(prefix + "out_" + name + ".npy") for name in ("y", "dx", "dk", "db")]
+        forced[method] = [np.load(prefix + "out_" + name + ".npy")
+                          for name in ("y", "dx", "dk", "db")]
     for got, winograd, lowered in zip(runs[0], forced["winograd"], forced["lowered"]):
         np.testing.assert_array_equal(got, winograd)
         assert not np.array_equal(got, lowered)

@@ -304,6 +304,9 @@ void conv2d_transpose_forward(const ConvForwardArgs<T>& args, TaskRunner& runner
   if (g.small_channels == 0) {
     return dense_forward(as_dense_without_depth(args, big_positions(g), g.big_channels), runner);
   }
+  if constexpr (std::is_same_v<T, float>) {
+    if (conv_winograd_fits(g)) return winograd_conv2d_transpose_forward(args, runner);
+  }
   if (conv_lowered_fits(g)) return lowered_conv2d_transpose_forward(args, runner);
   conv_forward(args, /*input_is_big=*/false, runner);
 }
@@ -313,6 +316,9 @@ void conv2d_transpose_backward(const ConvBackwardArgs<T>& args, TaskRunner& runn
   if (g.small_channels == 0) {
     return dense_backward(as_dense_without_depth(args, big_positions(g), g.big_channels),
                           runner);
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (conv_winograd_fits(g)) return winograd_conv2d_transpose_backward(args, runner);
   }
   if (conv_lowered_fits(g)) return lowered_conv2d_transpose_backward(args, runner);
   conv_backward(args, /*input_is_big=*/false, runner);

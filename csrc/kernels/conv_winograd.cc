@@ -43,6 +43,12 @@ constexpr int64_t kGroupBudget = int64_t{1} << 18;
 // and added into the sum (one thread, native harness, Conv2D 14x14x64->128 k4 s2: 9% of
 // the time in groups of 8 images). 2^18 to 2^22 measured alike in tf.function.
 constexpr int64_t kBackwardGroupBudget = int64_t{1} << 20;
+// ...and at least this many tiles (the depth of that product) where the batch allows:
+// Conv2DTranspose 8x8x256->128 k4 s2 has a share of 8 MiB for 36 tiles a group of 4
+// images (fwd+bwd in tf.function, two threads, against the lowered method: 1.07x with
+// groups of 4, 1.34x with 256 tiles or more; 1024: alike). The forward is best without
+// (96 or 256 tiles: 2-10% slower).
+constexpr int64_t kBackwardMinRows = 256;
 // ...and a multiple of this many groups where the batch allows, a group per thread
 // (11 groups of 3 images on 2 threads left one thread a group short).
 constexpr int64_t kGroupMultiple = 2;
@@ -117,7 +123,9 @@ Plan plan_of(const ConvGeometry& g, bool backward = false) {
   p.tiles = p.tiles_h * p.tiles_w;
   const int64_t per_image = p.tiles * kPoints * (p.depth * (backward ? 2 : 1) + p.cout);
   const int64_t budget = backward ? kBackwardGroupBudget : kGroupBudget;
-  const int64_t largest = std::clamp<int64_t>(budget / per_image, 1, g.batch);
+  const int64_t min_rows = backward ? kBackwardMinRows : 1;
+  const int64_t largest =
+      std::clamp<int64_t>(std::max(budget / per_image, ceil_div(min_rows, p.tiles)), 1, g.batch);
   const int64_t groups =
       std::min(g.batch, kGroupMultiple * ceil_div(ceil_div(g.batch, largest), kGroupMultiple));
   p.group = ceil_div(g.batch, groups);
@@ -359,16 +367,16 @@ void transform_kernel_all(const ConvGeometry& g, const Plan& p, const float* ker
                             });
 }
 
-// The input transform of images [n0, n0 + images) into v ([16][rows][depth], rows =
-// images · tiles), a task per row of tiles.
+// V = Bᵀ d B for every tile of a group's `images` big images (big: the first one's
+// pixels) into v ([16][rows][depth], rows = images · tiles), a task per row of tiles.
 template <int R>
-void transform_input_group(const ConvGeometry& g, const Plan& p, const float* x, int64_t n0,
+void transform_input_group(const ConvGeometry& g, const Plan& p, const float* big,
                            int64_t images, const float* zeros, float* v, TaskRunner& runner) {
   const int64_t rows = images * p.tiles;
   const int64_t sh = g.h.stride, sw = g.w.stride;
   run_tasks(runner, images * p.tiles_h, [&](int64_t task) {
     const int64_t image = task / p.tiles_h, th = task % p.tiles_h;
-    const float* x_image = x + (n0 + image) * g.h.big * g.w.big * p.cin;
+    const float* x_image = big + image * g.h.big * g.w.big * p.cin;
     for (int64_t tw = 0; tw < p.tiles_w; ++tw) {
       const int64_t tile = image * p.tiles + th * p.tiles_w + tw;
       for (int64_t ph = 0; ph < sh; ++ph) {
@@ -409,12 +417,20 @@ void transform_input_group(const ConvGeometry& g, const Plan& p, const float* x,
   });
 }
 
-// The output transform of a group's products mo ([16][rows][cout]), with bias and
-// activation, into y (and z) of images [n0, n0 + images), a task per row of tiles.
+// Where a group's small outputs go: act(value + bias) into out and, where set, the
+// pre-activation into z (pointers at the group's first image).
+struct SmallOutput {
+  float* out = nullptr;
+  const float* bias = nullptr;
+  ActivationSpec act;
+  float* z = nullptr;
+};
+
+// The output transform Aᵀ M A of a group's products mo ([16][rows][cout]) into its
+// small images, a task per row of tiles.
 template <int R>
-void transform_output_group(const ConvForwardArgs<float>& a, const Plan& p, const float* mo,
-                            int64_t n0, int64_t images, TaskRunner& runner) {
-  const ConvGeometry& g = a.geometry;
+void transform_output_group(const ConvGeometry& g, const Plan& p, const float* mo,
+                            int64_t images, const SmallOutput& o, TaskRunner& runner) {
   const int64_t rows = images * p.tiles;
   run_tasks(runner, images * p.tiles_h, [&](int64_t task) {
     const int64_t image = task / p.tiles_h, th = task % p.tiles_h;
@@ -424,10 +440,10 @@ void transform_output_group(const ConvForwardArgs<float>& a, const Plan& p, cons
       transform_output<R>(mo + tile * p.cout, rows * p.cout, p.cout, outputs, p.cout);
       const int64_t ow = tw * p.m, width = std::min<int64_t>(p.m, g.w.small - ow);
       for (int64_t i = 0; i < p.m && th * p.m + i < g.h.small; ++i) {
-        const int64_t first = (((n0 + image) * g.h.small + th * p.m + i) * g.w.small + ow) * p.cout;
-        epilogue_bias_act<float, float>(outputs + i * p.m * p.cout, p.cout, width, p.cout, a.bias,
-                                        0, a.act, a.y + first, p.cout,
-                                        a.z ? a.z + first : nullptr);
+        const int64_t first = ((image * g.h.small + th * p.m + i) * g.w.small + ow) * p.cout;
+        epilogue_bias_act<float, float>(outputs + i * p.m * p.cout, p.cout, width, p.cout, o.bias,
+                                        0, o.act, o.out + first, p.cout,
+                                        o.z ? o.z + first : nullptr);
       }
     }
   });
@@ -468,33 +484,10 @@ std::array<PackSource<float>, kPoints> transformed_kernel(const ConvGeometry& g,
   return b;
 }
 
-template <int R>
-void forward(const ConvForwardArgs<float>& a, const Plan& p, TaskRunner& runner) {
-  const ConvGeometry& g = a.geometry;
-  const float* zeros = zeros_for(g, p);
-  const auto b = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/true, runner);
-  const auto run_group = [&](int64_t n0, int64_t images, TaskRunner& runner) {
-    const int64_t rows = images * p.tiles;
-    float* v = packing_scratch<float, kInputSlot>(kPoints * rows * p.depth);
-    float* mo = packing_scratch<float, kProductSlot>(kPoints * rows * p.cout);
-    transform_input_group<R>(g, p, a.x, n0, images, zeros, v, runner);
-    // The 16 products side by side, each on one thread (the pool's threads share them
-    // where groups do not run one per thread).
-    run_tasks(runner, kPoints, [&](int64_t pt) {
-      SerialRunner serial;
-      const auto vp = strided_source<float, float>(v + pt * rows * p.depth, rows, p.depth,
-                                                   p.depth, 1);
-      gemm<float>(vp, b[pt], {}, serial, GemmAccumulator<float>{mo + pt * rows * p.cout, p.cout});
-    });
-    transform_output_group<R>(a, p, mo, n0, images, runner);
-  };
-  for_each_group(g.batch, p.group, runner, run_group);
-}
-
-// Z = A dz Aᵀ for every tile of images [n0, n0 + images) of dz (those images' rows only,
+// Z = A dz Aᵀ for every tile of a group's `images` small images (small: the first one's
 // [positions, cout]) into z ([16][rows][cout]), a task per row of tiles.
 template <int R>
-void transform_gradient_group(const ConvGeometry& g, const Plan& p, const float* dz,
+void transform_gradient_group(const ConvGeometry& g, const Plan& p, const float* small,
                               int64_t images, const float* zeros, float* z, TaskRunner& runner) {
   const int64_t rows = images * p.tiles;
   run_tasks(runner, images * p.tiles_h, [&](int64_t task) {
@@ -506,7 +499,7 @@ void transform_gradient_group(const ConvGeometry& g, const Plan& p, const float*
         for (int j = 0; j < p.m; ++j) {
           const int64_t ow = tw * p.m + j;
           src[p.m * i + j] = oh < g.h.small && ow < g.w.small
-                                 ? dz + ((image * g.h.small + oh) * g.w.small + ow) * p.cout
+                                 ? small + ((image * g.h.small + oh) * g.w.small + ow) * p.cout
                                  : zeros;
         }
       }
@@ -516,27 +509,25 @@ void transform_gradient_group(const ConvGeometry& g, const Plan& p, const float*
   });
 }
 
-// dx of images [n0, n0 + images) from their tiles' dV ([16][rows][depth]): each tile's
-// B dV Bᵀ added into the input pixels it was taken from. Tiles overlap where their
-// inputs do, so rows of tiles run in two passes (even, then odd: only neighbours
-// overlap) and each row's tiles in order: the same additions in the same order on any
-// thread count.
+// A group's big images (big: the first one's pixels) = the sum of B E Bᵀ over the tiles
+// each pixel belongs to, E from e ([16][rows][depth]). Tiles overlap where their inputs
+// do, so rows of tiles run in two passes (even, then odd: only neighbours overlap) and
+// each row's tiles in order: the same additions in the same order on any thread count.
 template <int R>
-void add_input_gradient_group(const ConvGeometry& g, const Plan& p, const float* dv, int64_t n0,
-                              int64_t images, float* dx, TaskRunner& runner) {
+void scatter_input_tiles_group(const ConvGeometry& g, const Plan& p, const float* e,
+                               int64_t images, float* big, TaskRunner& runner) {
   const int64_t rows = images * p.tiles;
   const int64_t sh = g.h.stride, sw = g.w.stride;
-  float* first = dx + n0 * g.h.big * g.w.big * p.cin;
-  std::fill(first, first + images * g.h.big * g.w.big * p.cin, 0.0f);
+  std::fill(big, big + images * g.h.big * g.w.big * p.cin, 0.0f);
   for (int64_t parity = 0; parity < 2; ++parity) {
     const int64_t per_image = (p.tiles_h - parity + 1) / 2;  // tile rows of this parity
     run_tasks(runner, images * per_image, [&](int64_t task) {
       const int64_t image = task / per_image, th = 2 * (task % per_image) + parity;
       float* d = packing_scratch<float, kTileSlot>(kPoints * p.depth);
-      float* dx_image = first + image * g.h.big * g.w.big * p.cin;
+      float* big_image = big + image * g.h.big * g.w.big * p.cin;
       for (int64_t tw = 0; tw < p.tiles_w; ++tw) {
         const int64_t tile = image * p.tiles + th * p.tiles_w + tw;
-        transform_input_adjoint<R>(dv + tile * p.depth, rows * p.depth, p.depth, d, p.depth);
+        transform_input_adjoint<R>(e + tile * p.depth, rows * p.depth, p.depth, d, p.depth);
         for (int i = 0; i < kAlpha; ++i) {
           for (int64_t ph = 0; ph < sh; ++ph) {
             const int64_t row = sh * (th * p.m + i) + ph - g.h.pad_before;
@@ -546,7 +537,7 @@ void add_input_gradient_group(const ConvGeometry& g, const Plan& p, const float*
                 const int64_t col = sw * (tw * p.m + j) + pw - g.w.pad_before;
                 if (col < 0 || col >= g.w.big) continue;
                 const float* src = d + (kAlpha * i + j) * p.depth + (ph * sw + pw) * p.cin;
-                float* dst = dx_image + (row * g.w.big + col) * p.cin;
+                float* dst = big_image + (row * g.w.big + col) * p.cin;
                 for (int64_t c = 0; c < p.cin; ++c) dst[c] += src[c];
               }
             }
@@ -557,57 +548,162 @@ void add_input_gradient_group(const ConvGeometry& g, const Plan& p, const float*
   }
 }
 
-template <int R>
-void backward(const ConvBackwardArgs<float>& a, const Plan& p, TaskRunner& runner) {
-  const ConvGeometry& g = a.geometry;
-  const float* zeros = zeros_for(g, p);
-  // U[p] as depth x filters: dV[p] = Z[p] · U[p]ᵀ.
-  const auto b = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/false, runner);
-  // [dU; db], summed over the groups.
-  const int64_t du_count = kPoints * p.depth * p.cout;
-  float* du = packing_scratch<float, kKernelGradSlot>(du_count + p.cout);
-  std::fill(du, du + du_count + p.cout, 0.0f);
-  const ActivationGradPrologue<float> prologue{a.y, a.z, a.act};
-  const int64_t positions_per_image = g.h.small * g.w.small;
-  for_each_group_summing<float>(g.batch, p.group, runner, du_count + p.cout, du,
-                                [&](int64_t n0, int64_t images, TaskRunner& runner, float* share) {
-    const int64_t rows = images * p.tiles;
-    const int64_t offset = n0 * positions_per_image * p.cout;
-    const int64_t count = images * positions_per_image * p.cout;
-    const float* dz = a.dy + offset;
-    if (a.act.kind != Activation::kLinear) {
-      float* formed = packing_scratch<float, kDzSlot>(count);
-      activation_grad<float, float>(prologue, a.dy, offset, count, formed, runner);
-      dz = formed;
-    }
-    if (a.dbias) add_column_sums(dz, images * positions_per_image, p.cout, share + du_count);
-    float* z = packing_scratch<float, kGradientSlot>(kPoints * rows * p.cout);
-    float* v = packing_scratch<float, kInputSlot>(kPoints * rows * p.depth);
-    float* dv = packing_scratch<float, kInputGradSlot>(kPoints * rows * p.depth);
-    transform_gradient_group<R>(g, p, dz, images, zeros, z, runner);
-    transform_input_group<R>(g, p, a.x, n0, images, zeros, v, runner);
-    // Per point, each on one thread: dV = Z · Uᵀ and the group's dU = Vᵀ · Z.
-    run_tasks(runner, kPoints, [&](int64_t pt) {
-      SerialRunner serial;
-      const float* zp = z + pt * rows * p.cout;
-      const float* vp = v + pt * rows * p.depth;
-      gemm<float>(strided_source<float, float>(zp, rows, p.cout, p.cout, 1), b[pt], {}, serial,
-                  GemmAccumulator<float>{dv + pt * rows * p.depth, p.depth});
-      gemm<float>(strided_source<float, float>(vp, p.depth, rows, 1, p.depth),
-                  strided_source<float, float>(zp, p.cout, rows, 1, p.cout), {}, serial,
-                  GemmAccumulator<float>{share + pt * p.depth * p.cout, p.cout});
-    });
-    add_input_gradient_group<R>(g, p, dv, n0, images, a.dx, runner);
+// c[p] = a[p] · b[p] for the 16 points, a[p] rows x a_cols (row-major, [16][rows][a_cols]),
+// c[p] rows x b[p].rows, each product on one thread (the pool's threads share them where
+// groups do not run one per thread).
+void multiply_points(int64_t rows, const float* a, int64_t a_cols,
+                     const std::array<PackSource<float>, kPoints>& b, float* c,
+                     TaskRunner& runner) {
+  const int64_t c_cols = b[0].rows;
+  run_tasks(runner, kPoints, [&](int64_t pt) {
+    SerialRunner serial;
+    gemm<float>(strided_source<float, float>(a + pt * rows * a_cols, rows, a_cols, a_cols, 1), b[pt],
+                {}, serial, GemmAccumulator<float>{c + pt * rows * c_cols, c_cols});
   });
-  // dK = Gᵀ dU G, the taps past the kernel's end discarded.
+}
+
+// du[p] = v[p]ᵀ · z[p] for the 16 points (a group's share of the kernel's transformed
+// gradient, [16][depth][cout]), each product on one thread.
+void kernel_gradient_points(const Plan& p, int64_t rows, const float* v, const float* z,
+                            float* du, TaskRunner& runner) {
+  run_tasks(runner, kPoints, [&](int64_t pt) {
+    SerialRunner serial;
+    gemm<float>(strided_source<float, float>(v + pt * rows * p.depth, p.depth, rows, 1, p.depth),
+                strided_source<float, float>(z + pt * rows * p.cout, p.cout, rows, 1, p.cout), {},
+                serial, GemmAccumulator<float>{du + pt * p.depth * p.cout, p.cout});
+  });
+}
+
+// dz = dy · act'(y, z) for `count` elements from `offset`, in this thread's scratch (dy
+// itself for a linear activation).
+const float* formed_dz(const ConvBackwardArgs<float>& a, int64_t offset, int64_t count,
+                       TaskRunner& runner) {
+  if (a.act.kind == Activation::kLinear) return a.dy + offset;
+  float* dz = packing_scratch<float, kDzSlot>(count);
+  activation_grad<float, float>(ActivationGradPrologue<float>{a.y, a.z, a.act}, a.dy, offset,
+                                count, dz, runner);
+  return dz;
+}
+
+// for_each_group_summing over [dU; db] (db: `bias_channels`), then dkernel = Gᵀ dU G (the
+// taps past the kernel's end discarded) and dbias = db where set.
+template <int R, typename Fn>
+void sum_kernel_gradient(const ConvBackwardArgs<float>& a, const Plan& p, int64_t bias_channels,
+                         TaskRunner& runner, Fn&& group_share) {
+  const ConvGeometry& g = a.geometry;
+  const int64_t du_count = kPoints * p.depth * p.cout;
+  float* du = packing_scratch<float, kKernelGradSlot>(du_count + bias_channels);
+  std::fill(du, du + du_count + bias_channels, 0.0f);
+  for_each_group_summing<float>(g.batch, p.group, runner, du_count + bias_channels, du,
+                                [&](int64_t n0, int64_t images, TaskRunner& runner,
+                                    float* share) {
+                                  group_share(n0, images, runner, share, share + du_count);
+                                });
   float* past_end = packing_scratch<float, kPastEndSlot>(p.cout);
   for_each_phase_channel<R>(g, p, a.dkernel, past_end, runner,
                             [&](int64_t d, float* const taps[R][R]) {
                               transform_kernel_adjoint<R>(du + d * p.cout, p.depth * p.cout,
                                                           p.cout, taps);
                             });
-  if (a.dbias) std::copy(du + du_count, du + du_count + p.cout, a.dbias);
+  if (a.dbias) std::copy(du + du_count, du + du_count + bias_channels, a.dbias);
 }
+
+// conv2d: y = act(Aᵀ (V · U) A + bias), V from x's tiles.
+template <int R>
+void conv2d_forward_winograd(const ConvForwardArgs<float>& a, const Plan& p, TaskRunner& runner) {
+  const ConvGeometry& g = a.geometry;
+  const float* zeros = zeros_for(g, p);
+  const auto u = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/true, runner);
+  const int64_t big_image = g.h.big * g.w.big * p.cin, small_image = g.h.small * g.w.small * p.cout;
+  for_each_group(g.batch, p.group, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
+    const int64_t rows = images * p.tiles;
+    float* v = packing_scratch<float, kInputSlot>(kPoints * rows * p.depth);
+    float* m = packing_scratch<float, kProductSlot>(kPoints * rows * p.cout);
+    transform_input_group<R>(g, p, a.x + n0 * big_image, images, zeros, v, runner);
+    multiply_points(rows, v, p.depth, u, m, runner);
+    const int64_t first = n0 * small_image;
+    transform_output_group<R>(g, p, m, images,
+                              {a.y + first, a.bias, a.act, a.z ? a.z + first : nullptr}, runner);
+  });
+}
+
+// conv2d's gradients: Z from dz's tiles; dx from the tiles of Z · Uᵀ, dU = Σ Vᵀ · Z with
+// V from x's tiles.
+template <int R>
+void conv2d_backward_winograd(const ConvBackwardArgs<float>& a, const Plan& p,
+                              TaskRunner& runner) {
+  const ConvGeometry& g = a.geometry;
+  const float* zeros = zeros_for(g, p);
+  const auto u = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/false, runner);
+  const int64_t big_image = g.h.big * g.w.big * p.cin, small_image = g.h.small * g.w.small * p.cout;
+  sum_kernel_gradient<R>(a, p, p.cout, runner, [&](int64_t n0, int64_t images, TaskRunner& runner,
+                                                   float* du, float* db) {
+    const int64_t rows = images * p.tiles;
+    const float* dz = formed_dz(a, n0 * small_image, images * small_image, runner);
+    if (a.dbias) add_column_sums(dz, images * g.h.small * g.w.small, p.cout, db);
+    float* z = packing_scratch<float, kGradientSlot>(kPoints * rows * p.cout);
+    float* v = packing_scratch<float, kInputSlot>(kPoints * rows * p.depth);
+    float* dv = packing_scratch<float, kInputGradSlot>(kPoints * rows * p.depth);
+    transform_gradient_group<R>(g, p, dz, images, zeros, z, runner);
+    transform_input_group<R>(g, p, a.x + n0 * big_image, images, zeros, v, runner);
+    multiply_points(rows, z, p.cout, u, dv, runner);
+    kernel_gradient_points(p, rows, v, z, du, runner);
+    scatter_input_tiles_group<R>(g, p, dv, images, a.dx + n0 * big_image, runner);
+  });
+}
+
+// conv2d_transpose, conv2d's input gradient: y = act(bias + the tiles of Z · Uᵀ), Z from
+// x's tiles (x is the small tensor).
+template <int R>
+void conv2d_transpose_forward_winograd(const ConvForwardArgs<float>& a, const Plan& p,
+                                       TaskRunner& runner) {
+  const ConvGeometry& g = a.geometry;
+  const float* zeros = zeros_for(g, p);
+  const auto u = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/false, runner);
+  const int64_t big_pixels = g.h.big * g.w.big, small_image = g.h.small * g.w.small * p.cout;
+  for_each_group(g.batch, p.group, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
+    const int64_t rows = images * p.tiles;
+    float* z = packing_scratch<float, kGradientSlot>(kPoints * rows * p.cout);
+    float* e = packing_scratch<float, kInputGradSlot>(kPoints * rows * p.depth);
+    transform_gradient_group<R>(g, p, a.x + n0 * small_image, images, zeros, z, runner);
+    multiply_points(rows, z, p.cout, u, e, runner);
+    float* y = a.y + n0 * big_pixels * p.cin;
+    float* pre = a.z ? a.z + n0 * big_pixels * p.cin : nullptr;
+    scatter_input_tiles_group<R>(g, p, e, images, y, runner);
+    run_tasks(runner, images, [&](int64_t image) {
+      float* yi = y + image * big_pixels * p.cin;
+      epilogue_bias_act<float, float>(yi, p.cin, big_pixels, p.cin, a.bias, 0, a.act, yi, p.cin,
+                                      pre ? pre + image * big_pixels * p.cin : nullptr);
+    });
+  });
+}
+
+// conv2d_transpose's gradients: dx = conv2d of dz (the big tensor) by Aᵀ (V · U) A, and
+// dU = Σ Vᵀ · Z with V from dz's tiles and Z from x's.
+template <int R>
+void conv2d_transpose_backward_winograd(const ConvBackwardArgs<float>& a, const Plan& p,
+                                        TaskRunner& runner) {
+  const ConvGeometry& g = a.geometry;
+  const float* zeros = zeros_for(g, p);
+  const auto u = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/true, runner);
+  const int64_t big_image = g.h.big * g.w.big * p.cin, small_image = g.h.small * g.w.small * p.cout;
+  sum_kernel_gradient<R>(a, p, p.cin, runner, [&](int64_t n0, int64_t images, TaskRunner& runner,
+                                                  float* du, float* db) {
+    const int64_t rows = images * p.tiles;
+    const float* dz = formed_dz(a, n0 * big_image, images * big_image, runner);
+    if (a.dbias) add_column_sums(dz, images * g.h.big * g.w.big, p.cin, db);
+    float* v = packing_scratch<float, kInputSlot>(kPoints * rows * p.depth);
+    float* m = packing_scratch<float, kProductSlot>(kPoints * rows * p.cout);
+    float* z = packing_scratch<float, kGradientSlot>(kPoints * rows * p.cout);
+    transform_input_group<R>(g, p, dz, images, zeros, v, runner);
+    multiply_points(rows, v, p.depth, u, m, runner);
+    transform_output_group<R>(g, p, m, images, {a.dx + n0 * small_image, nullptr, {}, nullptr},
+                              runner);
+    transform_gradient_group<R>(g, p, a.x + n0 * small_image, images, zeros, z, runner);
+    kernel_gradient_points(p, rows, v, z, du, runner);
+  });
+}
+
 }  // namespace
 
 bool conv_winograd_fits(const ConvGeometry& g) {
@@ -624,23 +720,29 @@ bool conv_winograd_fits(const ConvGeometry& g) {
   return direct >= kMinSpeedup * winograd;
 }
 
-void winograd_conv2d_forward(const ConvForwardArgs<float>& a, TaskRunner& runner) {
-  const Plan p = plan_of(a.geometry);
-  if (p.r == 2) {
-    forward<2>(a, p, runner);
-  } else {
-    forward<3>(a, p, runner);
-  }
-}
+// Runs pass<R>(args, plan, runner) with R the plan's taps per phase.
+#define FUSEDLAYERS_WINOGRAD_DISPATCH(pass, args, backward)     \
+  do {                                                          \
+    const Plan p = plan_of((args).geometry, backward);          \
+    if (p.r == 2) {                                             \
+      pass<2>(args, p, runner);                                 \
+    } else {                                                    \
+      pass<3>(args, p, runner);                                 \
+    }                                                           \
+  } while (0)
 
-void winograd_conv2d_backward(const ConvBackwardArgs<float>& a, TaskRunner& runner) {
-  const Plan p = plan_of(a.geometry, /*backward=*/true);
-  if (p.r == 2) {
-    backward<2>(a, p, runner);
-  } else {
-    backward<3>(a, p, runner);
-  }
+void winograd_conv2d_forward(const ConvForwardArgs<float>& a, TaskRunner& runner) {
+  FUSEDLAYERS_WINOGRAD_DISPATCH(conv2d_forward_winograd, a, false);
 }
+void winograd_conv2d_backward(const ConvBackwardArgs<float>& a, TaskRunner& runner) {
+  FUSEDLAYERS_WINOGRAD_DISPATCH(conv2d_backward_winograd, a, true);
+}
+void winograd_conv2d_transpose_forward(const ConvForwardArgs<float>& a, TaskRunner& runner) {
+  FUSEDLAYERS_WINOGRAD_DISPATCH(conv2d_transpose_forward_winograd, a, false);
+}
+void winograd_conv2d_transpose_backward(const ConvBackwardArgs<float>& a, TaskRunner& runner) {
+  FUSEDLAYERS_WINOGRAD_DISPATCH(conv2d_transpose_backward_winograd, a, true);
+}
+#undef FUSEDLAYERS_WINOGRAD_DISPATCH
 
 }  // namespace fusedlayers
-

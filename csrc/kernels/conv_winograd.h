@@ -14,5 +14,7 @@ bool conv_winograd_fits(const ConvGeometry& g);
 
 void winograd_conv2d_forward(const ConvForwardArgs<float>& args, TaskRunner& runner);
 void winograd_conv2d_backward(const ConvBackwardArgs<float>& args, TaskRunner& runner);
+void winograd_conv2d_transpose_forward(const ConvForwardArgs<float>& args, TaskRunner& runner);
+void winograd_conv2d_transpose_backward(const ConvBackwardArgs<float>& args, TaskRunner& runner);
 
 }  // namespace fusedlayers
