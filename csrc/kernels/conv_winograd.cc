@@ -135,11 +135,11 @@ Plan plan_of(const ConvGeometry& g, bool backward = false) {
 // The transforms for r = 2 (F(3, 2)) and r = 3 (F(2, 3)), on one axis of a tile; the
 // 2D ones apply them to columns, then rows. The loops over channels are the vectors.
 template <int R>
-inline void input_axis(float d0, float d1, float d2, float d3, float* e) {  // e = Bᵀ d
-  e[0] = d0 - d2;
-  e[1] = d1 + d2;
-  e[2] = d2 - d1;
-  e[3] = R == 2 ? d3 - d1 : d1 - d3;
+inline void input_axis(const float* d, float* e) {  // e = Bᵀ d
+  e[0] = d[0] - d[2];
+  e[1] = d[1] + d[2];
+  e[2] = d[2] - d[1];
+  e[3] = R == 2 ? d[3] - d[1] : d[1] - d[3];
 }
 
 template <int R>
@@ -212,65 +212,64 @@ inline void kernel_adjoint_axis(const float* u, float* g) {  // g = Gᵀ u
   }
 }
 
-// v[p * stride + c] = (Bᵀ d B)[p] for c < n, where d[i][j] = src[4 i + j][c].
+// One channel's 2D transform: `axis` (In values to Out) applied to each column of the
+// In x In tile at(i, j), then to each row; put(i, j, value) for i, j < Out.
+template <int In, int Out, typename Axis, typename At, typename Put>
+inline void transform_2d(Axis axis, At at, Put put) {
+  float t[Out][In], col[In], o[Out];
+  for (int j = 0; j < In; ++j) {
+    for (int i = 0; i < In; ++i) col[i] = at(i, j);
+    axis(col, o);
+    for (int i = 0; i < Out; ++i) t[i][j] = o[i];
+  }
+  for (int i = 0; i < Out; ++i) {
+    axis(t[i], o);
+    for (int j = 0; j < Out; ++j) put(i, j, o[j]);
+  }
+}
+
+// The transforms' loops over channels c < n, one function each so that each is compiled
+// per vector width. Transformed tiles are stored point by point: x[p * stride + c].
+
+// v = Bᵀ d B, d[i][j] = src[4 i + j][c].
 template <int R>
 FUSEDLAYERS_VECTOR_CLONES
 void transform_input(const std::array<const float*, kPoints>& src, int64_t n, float* v,
                      int64_t stride) {
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    float e[kAlpha][kAlpha], f[kAlpha];
-    for (int j = 0; j < kAlpha; ++j) {
-      input_axis<R>(src[j][c], src[4 + j][c], src[8 + j][c], src[12 + j][c], f);
-      for (int i = 0; i < kAlpha; ++i) e[i][j] = f[i];
-    }
-    for (int i = 0; i < kAlpha; ++i) {
-      input_axis<R>(e[i][0], e[i][1], e[i][2], e[i][3], f);
-      for (int j = 0; j < kAlpha; ++j) v[(kAlpha * i + j) * stride + c] = f[j];
-    }
+    transform_2d<kAlpha, kAlpha>(
+        input_axis<R>, [&](int i, int j) { return src[kAlpha * i + j][c]; },
+        [&](int i, int j, float x) { v[(kAlpha * i + j) * stride + c] = x; });
   }
 }
 
-// u[p * stride + c] = (G g Gᵀ)[p] for c < n, where g[a][b] = src[a][b][c].
+// u = G g Gᵀ, g[a][b] = src[a][b][c].
 template <int R>
 FUSEDLAYERS_VECTOR_CLONES
 void transform_kernel(const float* const src[R][R], int64_t n, float* u, int64_t stride) {
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    float t[kAlpha][R], col[R], row[kAlpha];
-    for (int b = 0; b < R; ++b) {
-      for (int a = 0; a < R; ++a) col[a] = src[a][b][c];
-      kernel_axis<R>(col, row);
-      for (int i = 0; i < kAlpha; ++i) t[i][b] = row[i];
-    }
-    for (int i = 0; i < kAlpha; ++i) {
-      kernel_axis<R>(t[i], row);
-      for (int j = 0; j < kAlpha; ++j) u[(kAlpha * i + j) * stride + c] = row[j];
-    }
+    transform_2d<R, kAlpha>(
+        kernel_axis<R>, [&](int a, int b) { return src[a][b][c]; },
+        [&](int i, int j, float x) { u[(kAlpha * i + j) * stride + c] = x; });
   }
 }
 
-// out[(i m + j) ldo + c] = (Aᵀ M A)[i][j] for c < n, where M[p] = mp[p * stride + c].
+// The m x m outputs Aᵀ M A into out[(i m + j) ldo + c], M[p] = mp[p * stride + c].
 template <int R>
 FUSEDLAYERS_VECTOR_CLONES
 void transform_output(const float* mp, int64_t stride, int64_t n, float* out, int64_t ldo) {
   constexpr int m = kAlpha + 1 - R;
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    float t[m][kAlpha], col[kAlpha], o[m];
-    for (int j = 0; j < kAlpha; ++j) {
-      for (int i = 0; i < kAlpha; ++i) col[i] = mp[(kAlpha * i + j) * stride + c];
-      output_axis<R>(col, o);
-      for (int i = 0; i < m; ++i) t[i][j] = o[i];
-    }
-    for (int i = 0; i < m; ++i) {
-      output_axis<R>(t[i], o);
-      for (int j = 0; j < m; ++j) out[(i * m + j) * ldo + c] = o[j];
-    }
+    transform_2d<kAlpha, m>(
+        output_axis<R>, [&](int i, int j) { return mp[(kAlpha * i + j) * stride + c]; },
+        [&](int i, int j, float x) { out[(i * m + j) * ldo + c] = x; });
   }
 }
 
-// w[p * stride + c] = (A t Aᵀ)[p] for c < n, where t[i][j] = src[m i + j][c] (m x m).
+// w = A t Aᵀ, t[i][j] = src[m i + j][c] (an m x m tile of dz).
 template <int R>
 FUSEDLAYERS_VECTOR_CLONES
 void transform_gradient(const std::array<const float*, kPoints>& src, int64_t n, float* w,
@@ -278,55 +277,34 @@ void transform_gradient(const std::array<const float*, kPoints>& src, int64_t n,
   constexpr int m = kAlpha + 1 - R;
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    float e[kAlpha][m], t[m], f[kAlpha];
-    for (int j = 0; j < m; ++j) {
-      for (int i = 0; i < m; ++i) t[i] = src[m * i + j][c];
-      gradient_axis<R>(t, f);
-      for (int i = 0; i < kAlpha; ++i) e[i][j] = f[i];
-    }
-    for (int i = 0; i < kAlpha; ++i) {
-      gradient_axis<R>(e[i], f);
-      for (int j = 0; j < kAlpha; ++j) w[(kAlpha * i + j) * stride + c] = f[j];
-    }
+    transform_2d<m, kAlpha>(
+        gradient_axis<R>, [&](int i, int j) { return src[m * i + j][c]; },
+        [&](int i, int j, float x) { w[(kAlpha * i + j) * stride + c] = x; });
   }
 }
 
-// out[p * ldo + c] = (B E Bᵀ)[p] for c < n, where E[p] = ep[p * stride + c].
+// B E Bᵀ into out[p * ldo + c], E[p] = ep[p * stride + c].
 template <int R>
 FUSEDLAYERS_VECTOR_CLONES
 void transform_input_adjoint(const float* ep, int64_t stride, int64_t n, float* out,
                              int64_t ldo) {
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    float t[kAlpha][kAlpha], col[kAlpha], d[kAlpha];
-    for (int j = 0; j < kAlpha; ++j) {
-      for (int i = 0; i < kAlpha; ++i) col[i] = ep[(kAlpha * i + j) * stride + c];
-      input_adjoint_axis<R>(col, d);
-      for (int i = 0; i < kAlpha; ++i) t[i][j] = d[i];
-    }
-    for (int i = 0; i < kAlpha; ++i) {
-      input_adjoint_axis<R>(t[i], d);
-      for (int j = 0; j < kAlpha; ++j) out[(kAlpha * i + j) * ldo + c] = d[j];
-    }
+    transform_2d<kAlpha, kAlpha>(
+        input_adjoint_axis<R>, [&](int i, int j) { return ep[(kAlpha * i + j) * stride + c]; },
+        [&](int i, int j, float x) { out[(kAlpha * i + j) * ldo + c] = x; });
   }
 }
 
-// dst[a][b][c] = (Gᵀ U G)[a][b] for c < n, where U[p] = up[p * stride + c].
+// Gᵀ U G into dst[a][b][c], U[p] = up[p * stride + c].
 template <int R>
 FUSEDLAYERS_VECTOR_CLONES
 void transform_kernel_adjoint(const float* up, int64_t stride, int64_t n, float* const dst[R][R]) {
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    float t[R][kAlpha], col[kAlpha], g[R];
-    for (int j = 0; j < kAlpha; ++j) {
-      for (int i = 0; i < kAlpha; ++i) col[i] = up[(kAlpha * i + j) * stride + c];
-      kernel_adjoint_axis<R>(col, g);
-      for (int a = 0; a < R; ++a) t[a][j] = g[a];
-    }
-    for (int a = 0; a < R; ++a) {
-      kernel_adjoint_axis<R>(t[a], g);
-      for (int b = 0; b < R; ++b) dst[a][b][c] = g[b];
-    }
+    transform_2d<kAlpha, R>(
+        kernel_adjoint_axis<R>, [&](int i, int j) { return up[(kAlpha * i + j) * stride + c]; },
+        [&](int a, int b, float x) { dst[a][b][c] = x; });
   }
 }
 
