@@ -329,6 +329,34 @@ for name, value in zip(("y", "dx", "dk", "db"), (y,) + tuple(grads)):
 """
 
 
+def run_winograd_child(tmp_path, method, transpose, strides, padding, **arrays):
+    """WINOGRAD_CHILD's outputs (y, dx, dk, db) with FUSEDLAYERS_CONV_METHOD=method."""
+    prefix = str(tmp_path) + "/"
+    for name, value in arrays.items():
+        np.save(prefix + name + ".npy", value)
+    env = dict(os.environ, FUSEDLAYERS_CONV_METHOD=method, TF_CPP_MIN_LOG_LEVEL="3")
+    code = WINOGRAD_CHILD.format(transpose=transpose, strides=list(strides), padding=padding)
+    done = subprocess.run([sys.executable, "-c", code, prefix], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [np.load(prefix + "out_" + name + ".npy") for name in ("y", "dx", "dk", "db")]
+
+
+def test_winograd_memory_bound_falls_back(tmp_path):
+    """A kernel whose transform would exceed Winograd's memory bound (16 x 1024 phase
+    channels x 512 filters) runs another method even when Winograd is forced: the same
+    bits as the lowered method."""
+    rng = np.random.default_rng(6)
+    arrays = dict(x=rng.uniform(-1, 1, (2, 6, 6, 256)).astype(np.float32),
+                  k=rng.uniform(-0.05, 0.05, (4, 4, 256, 512)).astype(np.float32),
+                  b=rng.uniform(-1, 1, (512,)).astype(np.float32),
+                  dy=rng.uniform(-1, 1, (2, 2, 2, 512)).astype(np.float32))
+    forced = run_winograd_child(tmp_path, "winograd", False, (2, 2), "valid", **arrays)
+    lowered = run_winograd_child(tmp_path, "lowered", False, (2, 2), "valid", **arrays)
+    for got, expected in zip(forced, lowered):
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("shape", sorted(WINOGRAD_SHAPES))
 def test_winograd_by_shape(shape, tmp_path):
     """The shape rule picks Winograd here: forward and backward match the float64
@@ -371,18 +399,9 @@ def test_winograd_by_shape(shape, tmp_path):
         assert_close(dk, ref_kernel_grad(x64, dz, k.shape, strides, (1, 1), pads), np.float32)
     assert_close(db, dz.sum(axis=(0, 1, 2)), np.float32)
 
-    prefix = str(tmp_path) + "/"
-    for name, value in (("x", x), ("k", k), ("b", b), ("dy", dy)):
-        np.save(prefix + name + ".npy", value)
-    forced = {}
-    for method in ("winograd", "lowered"):
-        env = dict(os.environ, FUSEDLAYERS_CONV_METHOD=method, TF_CPP_MIN_LOG_LEVEL="3")
-        code = WINOGRAD_CHILD.format(transpose=transpose, strides=list(strides), padding=padding)
-        done = subprocess.run([sys.executable, "-c", code, prefix], env=env, capture_output=True,
-                              text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        forced[method] = [np.load(prefix + "out_" + name + ".npy")
-                          for name in ("y", "dx", "dk", "db")]
+    forced = {method: run_winograd_child(tmp_path, method, transpose, strides, padding, x=x, k=k,
+                                         b=b, dy=dy)
+              for method in ("winograd", "lowered")}
     for got, winograd, lowered in zip(runs[0], forced["winograd"], forced["lowered"]):
         np.testing.assert_array_equal(got, winograd)
         assert not np.array_equal(got, lowered)

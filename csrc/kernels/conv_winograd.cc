@@ -94,12 +94,28 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Kernel taps per stride phase along an axis.
 int64_t phase_taps(const ConvAxis& a) { return ceil_div(a.kernel, a.stride); }
 
-// Whether the algorithm computes g's convolution at all: no dilation, at most 3 taps per
-// phase (fewer are padded with zero taps).
+// Memory bounds: a group holds at least one image's transformed tiles (V, Z and the
+// products), and the kernel's transform (with its packed copy and, in the backward, a
+// share of its gradient per group in flight) is 16 x depth x filters. Larger layers run
+// the other methods, whose buffers are bounded per image group.
+constexpr double kMaxImageElements = double(int64_t{1} << 23);   // 32 MiB of float
+constexpr double kMaxKernelElements = double(int64_t{1} << 22);  // 16 MiB of float
+
+// Whether the algorithm computes g's convolution: no dilation, at most 3 taps per phase
+// (fewer are padded with zero taps), within the memory bounds.
 bool winograd_applies(const ConvGeometry& g) {
-  return g.h.dilation == 1 && g.w.dilation == 1 && std::max(phase_taps(g.h), phase_taps(g.w)) <= 3 &&
-         g.batch > 0 && g.h.small > 0 && g.w.small > 0 && g.big_channels > 0 &&
-         g.small_channels > 0;
+  const int64_t r = std::max(phase_taps(g.h), phase_taps(g.w));
+  if (g.h.dilation != 1 || g.w.dilation != 1 || r > 3 || g.batch <= 0 || g.h.small <= 0 ||
+      g.w.small <= 0 || g.big_channels <= 0 || g.small_channels <= 0) {
+    return false;
+  }
+  const int64_t m = kAlpha + 1 - std::max<int64_t>(r, 2);
+  // In double: a huge (rejected-later-anyway) shape must not wrap.
+  const double tiles = double(ceil_div(g.h.small, m)) * double(ceil_div(g.w.small, m));
+  const double depth = double(g.h.stride) * double(g.w.stride) * double(g.big_channels);
+  const double filters = double(g.small_channels);
+  return tiles * kPoints * (2 * depth + filters) <= kMaxImageElements &&
+         kPoints * depth * filters <= kMaxKernelElements;
 }
 
 struct Plan {
