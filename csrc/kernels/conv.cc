@@ -270,8 +270,8 @@ int64_t big_positions(const ConvGeometry& g) { return g.batch * g.h.big * g.w.bi
 }  // namespace
 
 // Each op takes the lowered method when its lowered matrix is small enough per image
-// (conv_lowered.h), and the implicit passes above otherwise; conv2d's float32 forward
-// takes Winograd's algorithm first where it saves enough (conv_winograd.h).
+// (conv_lowered.h), and the implicit passes above otherwise; float32 passes take
+// Winograd's algorithm first where it saves enough (conv_winograd.h).
 template <typename T>
 void conv2d_forward(const ConvForwardArgs<T>& args, TaskRunner& runner) {
   const ConvGeometry& g = args.geometry;

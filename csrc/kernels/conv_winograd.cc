@@ -1,4 +1,5 @@
-// Conv2D's forward by Winograd's minimal filtering, F(m x m, r x r) with m + r - 1 = 4:
+// Conv2D and Conv2DTranspose, forward and backward, by Winograd's minimal filtering,
+// F(m x m, r x r) with m + r - 1 = 4:
 // each tile of m x m outputs comes from a 4 x 4 tile of input through 16 products
 // instead of m² r², and the 16 products of every tile and channel pair are 16 plain
 // GEMMs on the engine:
@@ -15,11 +16,13 @@
 //
 // Per tile of 3 x 3 outputs (r = 2) the products cost 16 multiplications per channel
 // pair where a direct k4 s2 convolution costs 9 x 16 / 4 = 36: 2.25x fewer, less the
-// tiles' part past the output's edge.
+// tiles' part past the output's edge. The gradients and Conv2DTranspose are the same
+// steps' adjoints (see transform_2d's users and the passes at the end).
 #include "conv_winograd.h"
 
 #include <algorithm>
 #include <array>
+#include <type_traits>
 
 #include "column_sums.h"
 #include "conv_groups.h"
@@ -326,10 +329,11 @@ void transform_kernel_adjoint(const float* up, int64_t stride, int64_t n, float*
 
 // fn(d, taps) for every phase channel d = (phase_h · s_w + phase_w) · cin + c, in tasks
 // across the runner, where taps[a][b] points at the kernel's row [cout] of tap
-// (s_h · a + phase_h, s_w · b + phase_w) and channel c, or at `past_end` for taps past
-// the kernel's end. P is const float* or float*.
+// (s_h · a + phase_h, s_w · b + phase_w) and channel c, or, for taps past
+// the kernel's end: `zeros` to read, or (P float*, writing) a discarded row in the task's
+// thread's scratch.
 template <int R, typename P, typename Fn>
-void for_each_phase_channel(const ConvGeometry& g, const Plan& p, P kernel, P past_end,
+void for_each_phase_channel(const ConvGeometry& g, const Plan& p, P kernel, P zeros,
                             TaskRunner& runner, Fn&& fn) {
   const int64_t sh = g.h.stride, sw = g.w.stride;
   constexpr int64_t kChannelsPerTask = 16;
@@ -337,6 +341,10 @@ void for_each_phase_channel(const ConvGeometry& g, const Plan& p, P kernel, P pa
   run_tasks(runner, sh * sw * chunks, [&](int64_t task) {
     const int64_t phase = task / chunks, c0 = task % chunks * kChannelsPerTask;
     const int64_t ph = phase / sw, pw = phase % sw;
+    P past_end = zeros;
+    if constexpr (!std::is_const_v<std::remove_pointer_t<P>>) {
+      past_end = packing_scratch<float, kPastEndSlot>(p.cout);
+    }
     for (int64_t c = c0; c < std::min(p.cin, c0 + kChannelsPerTask); ++c) {
       P taps[R][R];
       for (int a = 0; a < R; ++a) {
@@ -593,8 +601,7 @@ void sum_kernel_gradient(const ConvBackwardArgs<float>& a, const Plan& p, int64_
                                     float* share) {
                                   group_share(n0, images, runner, share, share + du_count);
                                 });
-  float* past_end = packing_scratch<float, kPastEndSlot>(p.cout);
-  for_each_phase_channel<R>(g, p, a.dkernel, past_end, runner,
+  for_each_phase_channel<R>(g, p, a.dkernel, static_cast<float*>(nullptr), runner,
                             [&](int64_t d, float* const taps[R][R]) {
                               transform_kernel_adjoint<R>(du + d * p.cout, p.depth * p.cout,
                                                           p.cout, taps);
