@@ -142,9 +142,12 @@ Plan plan_of(const ConvGeometry& g, bool backward = false) {
   p.tiles = p.tiles_h * p.tiles_w;
   const int64_t per_image = p.tiles * kPoints * (p.depth * (backward ? 2 : 1) + p.cout);
   const int64_t budget = backward ? kBackwardGroupBudget : kGroupBudget;
-  const int64_t min_rows = backward ? kBackwardMinRows : 1;
-  const int64_t largest =
-      std::clamp<int64_t>(std::max(budget / per_image, ceil_div(min_rows, p.tiles)), 1, g.batch);
+  // The backward's minimum of tiles, as far as a group stays within one image's bound.
+  const int64_t min_images =
+      backward ? std::min(ceil_div(kBackwardMinRows, p.tiles),
+                          std::max<int64_t>(1, int64_t(kMaxImageElements) / per_image))
+               : 1;
+  const int64_t largest = std::clamp<int64_t>(std::max(budget / per_image, min_images), 1, g.batch);
   const int64_t groups =
       std::min(g.batch, kGroupMultiple * ceil_div(ceil_div(g.batch, largest), kGroupMultiple));
   p.group = ceil_div(g.batch, groups);
