@@ -631,31 +631,6 @@ void conv2d_forward_winograd(const ConvForwardArgs<float>& a, const Plan& p, Tas
   });
 }
 
-// conv2d's gradients: Z from dz's tiles; dx from the tiles of Z · Uᵀ, dU = Σ Vᵀ · Z with
-// V from x's tiles.
-template <int R>
-void conv2d_backward_winograd(const ConvBackwardArgs<float>& a, const Plan& p,
-                              TaskRunner& runner) {
-  const ConvGeometry& g = a.geometry;
-  const float* zeros = zeros_for(g, p);
-  const auto u = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/false, runner);
-  const int64_t big_image = g.h.big * g.w.big * p.cin, small_image = g.h.small * g.w.small * p.cout;
-  sum_kernel_gradient<R>(a, p, p.cout, runner, [&](int64_t n0, int64_t images, TaskRunner& runner,
-                                                   float* du, float* db) {
-    const int64_t rows = images * p.tiles;
-    const float* dz = formed_dz(a, n0 * small_image, images * small_image, runner);
-    if (a.dbias) add_column_sums(dz, images * g.h.small * g.w.small, p.cout, db);
-    float* z = packing_scratch<float, kGradientSlot>(kPoints * rows * p.cout);
-    float* v = packing_scratch<float, kInputSlot>(kPoints * rows * p.depth);
-    float* dv = packing_scratch<float, kInputGradSlot>(kPoints * rows * p.depth);
-    transform_gradient_group<R>(g, p, dz, images, zeros, z, runner);
-    transform_input_group<R>(g, p, a.x + n0 * big_image, images, zeros, v, runner);
-    multiply_points(rows, z, p.cout, u, dv, runner);
-    kernel_gradient_points(p, rows, v, z, du, runner);
-    scatter_input_tiles_group<R>(g, p, dv, images, a.dx + n0 * big_image, runner);
-  });
-}
-
 // conv2d_transpose, conv2d's input gradient: y = act(bias + the tiles of Z · Uᵀ), Z from
 // x's tiles (x is the small tensor).
 template <int R>
@@ -682,30 +657,52 @@ void conv2d_transpose_forward_winograd(const ConvForwardArgs<float>& a, const Pl
   });
 }
 
-// conv2d_transpose's gradients: dx = conv2d of dz (the big tensor) by Aᵀ (V · U) A, and
-// dU = Σ Vᵀ · Z with V from dz's tiles and Z from x's.
-template <int R>
-void conv2d_transpose_backward_winograd(const ConvBackwardArgs<float>& a, const Plan& p,
-                                        TaskRunner& runner) {
+// The gradients of either op. dz lives on the output's side (small for conv2d, big for
+// conv2d_transpose) and x on the other; V are the big tensor's tiles, Z the small one's,
+// and dU = Σ Vᵀ · Z. dx is conv2d's input gradient of dz (the tiles of Z · Uᵀ added into
+// the big pixels) or, for conv2d_transpose, conv2d of dz (Aᵀ (V · U) A).
+template <int R, bool kTranspose>
+void backward_winograd(const ConvBackwardArgs<float>& a, const Plan& p, TaskRunner& runner) {
   const ConvGeometry& g = a.geometry;
   const float* zeros = zeros_for(g, p);
-  const auto u = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/true, runner);
+  const auto u = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/kTranspose,
+                                       runner);
   const int64_t big_image = g.h.big * g.w.big * p.cin, small_image = g.h.small * g.w.small * p.cout;
-  sum_kernel_gradient<R>(a, p, p.cin, runner, [&](int64_t n0, int64_t images, TaskRunner& runner,
-                                                  float* du, float* db) {
+  const int64_t dz_channels = kTranspose ? p.cin : p.cout;
+  const int64_t dz_image = kTranspose ? big_image : small_image;
+  sum_kernel_gradient<R>(a, p, dz_channels, runner, [&](int64_t n0, int64_t images,
+                                                        TaskRunner& runner, float* du, float* db) {
     const int64_t rows = images * p.tiles;
-    const float* dz = formed_dz(a, n0 * big_image, images * big_image, runner);
-    if (a.dbias) add_column_sums(dz, images * g.h.big * g.w.big, p.cin, db);
+    const float* dz = formed_dz(a, n0 * dz_image, images * dz_image, runner);
+    if (a.dbias) add_column_sums(dz, images * dz_image / dz_channels, dz_channels, db);
     float* v = packing_scratch<float, kInputSlot>(kPoints * rows * p.depth);
-    float* m = packing_scratch<float, kProductSlot>(kPoints * rows * p.cout);
     float* z = packing_scratch<float, kGradientSlot>(kPoints * rows * p.cout);
-    transform_input_group<R>(g, p, dz, images, zeros, v, runner);
-    multiply_points(rows, v, p.depth, u, m, runner);
-    transform_output_group<R>(g, p, m, images, {a.dx + n0 * small_image, nullptr, {}, nullptr},
-                              runner);
-    transform_gradient_group<R>(g, p, a.x + n0 * small_image, images, zeros, z, runner);
+    transform_input_group<R>(g, p, kTranspose ? dz : a.x + n0 * big_image, images, zeros, v,
+                             runner);
+    transform_gradient_group<R>(g, p, kTranspose ? a.x + n0 * small_image : dz, images, zeros, z,
+                                runner);
     kernel_gradient_points(p, rows, v, z, du, runner);
+    if constexpr (kTranspose) {
+      float* m = packing_scratch<float, kProductSlot>(kPoints * rows * p.cout);
+      multiply_points(rows, v, p.depth, u, m, runner);
+      transform_output_group<R>(g, p, m, images, {a.dx + n0 * small_image, nullptr, {}, nullptr},
+                                runner);
+    } else {
+      float* dv = packing_scratch<float, kInputGradSlot>(kPoints * rows * p.depth);
+      multiply_points(rows, z, p.cout, u, dv, runner);
+      scatter_input_tiles_group<R>(g, p, dv, images, a.dx + n0 * big_image, runner);
+    }
   });
+}
+
+// pass(std::integral_constant<int, R>) with R the plan's taps per phase.
+template <typename Pass>
+void with_phase_taps(const Plan& p, Pass&& pass) {
+  if (p.r == 2) {
+    pass(std::integral_constant<int, 2>{});
+  } else {
+    pass(std::integral_constant<int, 3>{});
+  }
 }
 
 }  // namespace
@@ -724,29 +721,21 @@ bool conv_winograd_fits(const ConvGeometry& g) {
   return direct >= kMinSpeedup * winograd;
 }
 
-// Runs pass<R>(args, plan, runner) with R the plan's taps per phase.
-#define FUSEDLAYERS_WINOGRAD_DISPATCH(pass, args, backward)     \
-  do {                                                          \
-    const Plan p = plan_of((args).geometry, backward);          \
-    if (p.r == 2) {                                             \
-      pass<2>(args, p, runner);                                 \
-    } else {                                                    \
-      pass<3>(args, p, runner);                                 \
-    }                                                           \
-  } while (0)
-
 void winograd_conv2d_forward(const ConvForwardArgs<float>& a, TaskRunner& runner) {
-  FUSEDLAYERS_WINOGRAD_DISPATCH(conv2d_forward_winograd, a, false);
+  const Plan p = plan_of(a.geometry);
+  with_phase_taps(p, [&](auto r) { conv2d_forward_winograd<r>(a, p, runner); });
 }
 void winograd_conv2d_backward(const ConvBackwardArgs<float>& a, TaskRunner& runner) {
-  FUSEDLAYERS_WINOGRAD_DISPATCH(conv2d_backward_winograd, a, true);
+  const Plan p = plan_of(a.geometry, /*backward=*/true);
+  with_phase_taps(p, [&](auto r) { backward_winograd<r, false>(a, p, runner); });
 }
 void winograd_conv2d_transpose_forward(const ConvForwardArgs<float>& a, TaskRunner& runner) {
-  FUSEDLAYERS_WINOGRAD_DISPATCH(conv2d_transpose_forward_winograd, a, false);
+  const Plan p = plan_of(a.geometry);
+  with_phase_taps(p, [&](auto r) { conv2d_transpose_forward_winograd<r>(a, p, runner); });
 }
 void winograd_conv2d_transpose_backward(const ConvBackwardArgs<float>& a, TaskRunner& runner) {
-  FUSEDLAYERS_WINOGRAD_DISPATCH(conv2d_transpose_backward_winograd, a, true);
+  const Plan p = plan_of(a.geometry, /*backward=*/true);
+  with_phase_taps(p, [&](auto r) { backward_winograd<r, true>(a, p, runner); });
 }
-#undef FUSEDLAYERS_WINOGRAD_DISPATCH
 
 }  // namespace fusedlayers
