@@ -51,10 +51,6 @@ constexpr int64_t kBackwardGroupBudget = int64_t{1} << 20;
 // 8x8x256->128 forward, 64 positions an image: 2 images a group 15.1 ms, 4 images
 // 13.9 ms on one thread).
 constexpr int64_t kMinGroupRows = 256;
-// ...and at least this many groups where the batch allows, so that two threads can
-// take a group each (Conv2D 13x13x32->64 backward, batch 32: one group 1.12 ms, two
-// 0.77 ms).
-constexpr int64_t kMinGroups = 2;
 // The lowered method takes an image whose L (and big tensor) has at most this many
 // elements; larger images run the implicit method (conv.cc).
 constexpr int64_t kMaxImageElements = int64_t{1} << 20;
@@ -87,14 +83,9 @@ Lowering lowering_of(const ConvGeometry& g, int64_t budget) {
   s.cs = g.small_channels;
   s.row = g.h.kernel * g.w.kernel * s.cb;
   const int64_t per_image = std::max({s.small_image * s.row, s.big_image * s.cb, int64_t{1}});
-  const int64_t batch = std::max<int64_t>(g.batch, 1);
   const int64_t for_rows = std::min(ceil_div(kMinGroupRows, std::max<int64_t>(s.small_image, 1)),
                                     kMaxImageElements / per_image);
-  const int64_t largest = std::clamp<int64_t>(std::max(budget / per_image, for_rows), 1, batch);
-  // Groups of even sizes, which the threads share evenly (32 images at most 10 a
-  // group: 4 groups of 8 rather than 10, 10, 10 and 2).
-  const int64_t groups = std::min(batch, std::max(kMinGroups, ceil_div(batch, largest)));
-  s.group = ceil_div(batch, groups);
+  s.group = images_per_group(g.batch, std::max(budget / per_image, for_rows));
   return s;
 }
 

@@ -52,9 +52,6 @@ constexpr int64_t kBackwardGroupBudget = int64_t{1} << 20;
 // groups of 4, 1.34x with 256 tiles or more; 1024: alike). The forward is best without
 // (96 or 256 tiles: 2-10% slower).
 constexpr int64_t kBackwardMinRows = 256;
-// ...and a multiple of this many groups where the batch allows, a group per thread
-// (11 groups of 3 images on 2 threads left one thread a group short).
-constexpr int64_t kGroupMultiple = 2;
 // The shape rule, a cost model in multiply-adds per call: the 16 products of each tile
 // and channel pair, the kernel's transform and packing at about kKernelCost per
 // transformed element (with the call's fixed costs), and the input and output
@@ -147,10 +144,7 @@ Plan plan_of(const ConvGeometry& g, bool backward = false) {
       backward ? std::min(ceil_div(kBackwardMinRows, p.tiles),
                           std::max<int64_t>(1, int64_t(kMaxImageElements) / per_image))
                : 1;
-  const int64_t largest = std::clamp<int64_t>(std::max(budget / per_image, min_images), 1, g.batch);
-  const int64_t groups =
-      std::min(g.batch, kGroupMultiple * ceil_div(ceil_div(g.batch, largest), kGroupMultiple));
-  p.group = ceil_div(g.batch, groups);
+  p.group = images_per_group(g.batch, std::max(budget / per_image, min_images));
   return p;
 }
 
