@@ -69,9 +69,10 @@ void for_each_group(int64_t batch, int64_t group, TaskRunner& runner, Fn&& fn) {
 inline constexpr int64_t kWaveGroupsPerThread = 2;
 
 // for_each_group for passes that also sum over the batch (weight gradients):
-// fn(n0, images, runner, share) adds its group's share into `share` (count elements,
-// zeroed for it), and sum += each share in group order, so the result is the same on
-// any thread count. Groups run in waves of kWaveGroupsPerThread per thread, a share each.
+// fn(n0, images, runner, share) writes its group's share into `share` (all count
+// elements: not zeroed for it, as products stored there whole need no zeros), and
+// sum += each share in group order, so the result is the same on any thread count.
+// Groups run in waves of kWaveGroupsPerThread per thread, a share each.
 template <typename Acc, typename Fn>
 void for_each_group_summing(int64_t batch, int64_t group, TaskRunner& runner, int64_t count,
                             Acc* sum, Fn&& fn) {
@@ -85,7 +86,6 @@ void for_each_group_summing(int64_t batch, int64_t group, TaskRunner& runner, in
     const int64_t in_wave = std::min(wave, groups - first);
     auto run_group = [&](int64_t slot, TaskRunner& group_runner) {
       Acc* share = shares + slot * count;
-      std::fill(share, share + count, Acc(0));
       const int64_t n0 = (first + slot) * group;
       fn(n0, std::min(group, batch - n0), group_runner, share);
     };

@@ -322,15 +322,6 @@ PackSource<In> kernel_source(const ConvGeometry& g, const Lowering& s, const T* 
   return b;
 }
 
-// An epilogue adding each tile into c (ldc), which holds the earlier groups' sum.
-template <typename Acc>
-TileEpilogue<Acc> add_into(Acc* c, int64_t ldc) {
-  return [c, ldc](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile, int64_t ld) {
-    for (int64_t i = 0; i < mi; ++i)
-      for (int64_t j = 0; j < nj; ++j) c[(i0 + i) * ldc + j0 + j] += tile[i * ld + j];
-  };
-}
-
 template <typename T>
 ActivationGradPrologue<T> shifted(const ActivationGradPrologue<T>& pro, int64_t offset) {
   ActivationGradPrologue<T> out = pro;
@@ -429,10 +420,10 @@ void lowered_conv2d_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner
     gemm<In>(dz_operand(false), k_rows, {}, runner, GemmAccumulator<Acc>{products, s.row});
     col2im_bias_act<T, Acc>(g, s, reach_h, products, n0, images, nullptr, ActivationSpec{}, a.dx,
                             nullptr, runner);
-    // [dK; db] += [L(x) 1]ᵀ dz
+    // the group's [dK; db] = [L(x) 1]ᵀ dz, stored whole into its share
     im2col<T, In>(g, s, a.x + n0 * s.big_image * s.cb, images, lowered, runner);
     const auto lt = strided_source<In, In>(lowered, s.row, positions, 1, s.row, nullptr, with_bias);
-    gemm_split_depth<In>(lt, dz_operand(true), add_into(dk, s.cs), runner);
+    gemm_split_depth<In>(lt, dz_operand(true), {}, runner, GemmAccumulator<Acc>{dk, s.cs});
   });
   store_run(dk, s.row * s.cs, a.dkernel);
   if (with_bias) store_run(dk + s.row * s.cs, s.cs, a.dbias);
@@ -473,6 +464,7 @@ void lowered_conv2d_transpose_backward_as(const ConvBackwardArgs<T>& a, TaskRunn
     Acc* db = dk + s.row * s.cs;
     activation_grad<T, Acc>(prologue, a.dy, n0 * s.big_image * s.cb, images * s.big_image * s.cb,
                             dz, runner);
+    std::fill(db, db + s.cb, Acc(0));  // the share is not zeroed (dK is stored whole)
     if (a.dbias) add_channel_sums<Acc>(dz, images, s.big_image, s.cb, db, runner);
     im2col<Acc, In>(g, s, dz, images, lowered, runner);
     // dx = L(dz) K
@@ -480,11 +472,11 @@ void lowered_conv2d_transpose_backward_as(const ConvBackwardArgs<T>& a, TaskRunn
     T* dx = a.dx + n0 * s.small_image * s.cs;
     gemm<In>(l_rows, k_cols, store_into<T, Acc>(dx, s.cs), runner,
              output_accumulator<T, Acc>(dx, s.cs));
-    // dK += L(dz)ᵀ x
+    // the group's dK = L(dz)ᵀ x, stored whole into its share
     const auto lt = strided_source<In, In>(lowered, s.row, positions, 1, s.row);
     const auto xt = strided_source<T, In>(a.x + n0 * s.small_image * s.cs, s.cs, positions, 1,
                                           s.cs);
-    gemm_split_depth<In>(lt, xt, add_into(dk, s.cs), runner);
+    gemm_split_depth<In>(lt, xt, {}, runner, GemmAccumulator<Acc>{dk, s.cs});
   });
   store_run(dk, s.row * s.cs, a.dkernel);
   if (a.dbias) store_run(dk + s.row * s.cs, s.cb, a.dbias);

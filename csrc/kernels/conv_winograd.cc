@@ -668,6 +668,7 @@ void backward_winograd(const ConvBackwardArgs<float>& a, const Plan& p, TaskRunn
                                                         TaskRunner& runner, float* du, float* db) {
     const int64_t rows = images * p.tiles;
     const float* dz = formed_dz(a, n0 * dz_image, images * dz_image, runner);
+    std::fill(db, db + dz_channels, 0.0f);  // the share is not zeroed (du is stored whole)
     if (a.dbias) add_column_sums(dz, images * dz_image / dz_channels, dz_channels, db);
     float* v = packing_scratch<float, kInputSlot>(kPoints * rows * p.depth);
     float* z = packing_scratch<float, kGradientSlot>(kPoints * rows * p.cout);

@@ -633,9 +633,12 @@ TileEpilogue<Acc> transposing_epilogue(const TileEpilogue<Acc>& epilogue,
   return [&epilogue, accumulator](int64_t i0, int64_t mi, int64_t j0, int64_t nj, const Acc* tile,
                                   int64_t ld) {
     if (!epilogue) {
-      for (int64_t i = 0; i < mi; ++i)
-        for (int64_t j = 0; j < nj; ++j)
-          accumulator.c[(j0 + j) * accumulator.ldc + i0 + i] = tile[i * ld + j];
+      // Column by column: each of C's rows gets mi contiguous elements (rows of C a
+      // page or more apart made an element per row the slow order).
+      for (int64_t j = 0; j < nj; ++j) {
+        Acc* out = accumulator.c + (j0 + j) * accumulator.ldc + i0;
+        for (int64_t i = 0; i < mi; ++i) out[i] = tile[i * ld + j];
+      }
       return;
     }
     Acc transposed[kMaxMicroRows * 64];  // a micro-tile's nj (<= nr <= 64) x mi (<= mr)
@@ -729,13 +732,14 @@ PackSource<In> depth_slice(const PackSource<In>& src, int64_t begin, int64_t cou
 
 template <typename In>
 void gemm_split_depth(const PackSource<In>& a, const PackSource<In>& b,
-                      const TileEpilogue<acc_t<In>>& epilogue, TaskRunner& runner) {
+                      const TileEpilogue<acc_t<In>>& epilogue, TaskRunner& runner,
+                      GemmAccumulator<acc_t<In>> accumulator) {
   using Acc = acc_t<In>;
   const int64_t m = a.rows, n = b.rows, k = a.depth;
   const int64_t slices =
       m * n > kSplitMaxOutput ? 1 : std::clamp<int64_t>(k / kSplitMinDepth, 1, kSplitMaxSlices);
   if (slices == 1 || m == 0 || n == 0) {
-    gemm<In>(a, b, epilogue, runner);
+    gemm<In>(a, b, epilogue, runner, accumulator);
     return;
   }
   std::vector<Acc> partials(slices * m * n);
@@ -755,7 +759,13 @@ void gemm_split_depth(const PackSource<In>& a, const PackSource<In>& b,
     const Acc* part = partials.data() + s * m * n;
     for (int64_t e = 0; e < m * n; ++e) partials[e] += part[e];
   }
-  epilogue(0, m, 0, n, partials.data(), n);
+  if (accumulator.c) {
+    for (int64_t i = 0; i < m; ++i)
+      std::copy(partials.data() + i * n, partials.data() + (i + 1) * n, accumulator.c + i * accumulator.ldc);
+    if (epilogue) epilogue(0, m, 0, n, accumulator.c, accumulator.ldc);
+  } else if (epilogue) {
+    epilogue(0, m, 0, n, partials.data(), n);
+  }
 }
 
 
@@ -792,9 +802,11 @@ template GemmBlocking gemm_blocking<double>();
 template void gemm<float>(const PackSource<float>&, const PackSource<float>&,
                           const TileEpilogue<float>&, TaskRunner&, GemmAccumulator<float>);
 template void gemm_split_depth<float>(const PackSource<float>&, const PackSource<float>&,
-                                      const TileEpilogue<float>&, TaskRunner&);
+                                      const TileEpilogue<float>&, TaskRunner&,
+                                      GemmAccumulator<float>);
 template void gemm_split_depth<double>(const PackSource<double>&, const PackSource<double>&,
-                                       const TileEpilogue<double>&, TaskRunner&);
+                                       const TileEpilogue<double>&, TaskRunner&,
+                                       GemmAccumulator<double>);
 template void gemm<double>(const PackSource<double>&, const PackSource<double>&,
                            const TileEpilogue<double>&, TaskRunner&, GemmAccumulator<double>);
 template void pack_strided_panels<bfloat16_t>(const bfloat16_t*, int64_t, int64_t, int64_t,
@@ -804,6 +816,7 @@ template void gemm<bfloat16_t>(const PackSource<bfloat16_t>&, const PackSource<b
                                const TileEpilogue<float>&, TaskRunner&, GemmAccumulator<float>);
 template void gemm_split_depth<bfloat16_t>(const PackSource<bfloat16_t>&,
                                            const PackSource<bfloat16_t>&,
-                                           const TileEpilogue<float>&, TaskRunner&);
+                                           const TileEpilogue<float>&, TaskRunner&,
+                                           GemmAccumulator<float>);
 
 }  // namespace fusedlayers

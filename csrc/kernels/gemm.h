@@ -80,11 +80,12 @@ void gemm(const PackSource<In>& a, const PackSource<In>& b, const TileEpilogue<a
 // position of a batch): the engine parallelizes over tiles of C only, so when C has
 // at most 2^16 elements the depth is cut into slices summed by separate
 // tasks into partials, added in order, and the epilogue then receives all of C at
-// once. The slice count depends on the shape alone, so results are identical for
-// any thread count. Otherwise it is gemm.
+// once (in the accumulator, where given). The slice count depends on the shape alone,
+// so results are identical for any thread count. Otherwise it is gemm.
 template <typename In>
 void gemm_split_depth(const PackSource<In>& a, const PackSource<In>& b,
-                      const TileEpilogue<acc_t<In>>& epilogue, TaskRunner& runner);
+                      const TileEpilogue<acc_t<In>>& epilogue, TaskRunner& runner,
+                      GemmAccumulator<acc_t<In>> accumulator = {});
 
 // Whether gemm runs an m x n x k product as one task on any thread count (too little
 // work to hand part of it to another thread): a caller with independent products that
