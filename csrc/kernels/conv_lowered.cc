@@ -36,21 +36,24 @@
 namespace fusedlayers {
 namespace {
 
-// Elements of L (or of the big tensor) per group of images. Forward: 1 MiB of float, so
-// that L, the products and the engine's packed panels stay in a 2 MiB L2 (against 4 MiB
-// groups, two threads, native harness, ms: Conv2D 31x31x32->64 k4 s2 1.95 -> 1.54,
-// 64x64x3->32 1.04 -> 0.80, Conv2DTranspose 16x16x128->64 k4 s2 8.9 -> 7.9). Backward:
-// 4 MiB, as each group's weight gradient is a product as deep as the group's positions,
-// summed into the total once per group (against 1 MiB, with the kernel then packed per
-// group: Conv2DTranspose 16x16x128->64 22 -> 18 ms, 8x8x256->128 17 -> 16 ms, Conv2D
-// 31x31x32->64 5.6 -> 4.6 ms).
-constexpr int64_t kForwardGroupBudget = int64_t{1} << 18;
-constexpr int64_t kBackwardGroupBudget = int64_t{1} << 20;
+// Elements of L (or of the big tensor) per group of images: 1 MiB of float, so that L,
+// the products and the engine's packed panels stay in a 2 MiB L2 (forward, against 4
+// MiB groups, two threads, native harness, ms: Conv2D 31x31x32->64 k4 s2 1.95 -> 1.54,
+// 64x64x3->32 1.04 -> 0.80, Conv2DTranspose 16x16x128->64 k4 s2 8.9 -> 7.9; backward,
+// fwd+bwd in tf.function alternating in one process: Conv2D 64x64x3->32 k4 s2 1.11-1.16x
+// and Conv2DTranspose 32x32x64->3 k4 s2 same 1.09-1.10x faster than with 4 MiB).
+constexpr int64_t kGroupBudget = int64_t{1} << 18;
 // ...but at least this many small positions per group (rows of each product) where
-// one image's size allows: every group packs the whole kernel again (Conv2DTranspose
-// 8x8x256->128 forward, 64 positions an image: 2 images a group 15.1 ms, 4 images
-// 13.9 ms on one thread).
-constexpr int64_t kMinGroupRows = 256;
+// one image's size allows (kMaxImageElements): in the forward, every group packs the
+// whole kernel again (Conv2DTranspose 8x8x256->128 forward, 64 positions an image: 2
+// images a group 15.1 ms, 4 images 13.9 ms on one thread); in the backward, each
+// group's share of the weight gradient is a product as deep as its positions, written
+// whole and added into the sum, which a shallow share pays for in memory traffic
+// (groups of at least 1024 positions, or 4 MiB, against 1 MiB with the kernel packed
+// per group: Conv2DTranspose 16x16x128->64 22 -> 18 ms, 8x8x256->128 17 -> 16 ms, Conv2D
+// 31x31x32->64 5.6 -> 4.6 ms).
+constexpr int64_t kForwardMinGroupRows = 256;
+constexpr int64_t kBackwardMinGroupRows = 1024;
 // The lowered method takes an image whose L (and big tensor) has at most this many
 // elements; larger images run the implicit method (conv.cc).
 constexpr int64_t kMaxImageElements = int64_t{1} << 20;
@@ -74,8 +77,9 @@ struct Lowering {
   int64_t group = 1;                       // images per group
 };
 
-// The sizes of g, in groups of images of about `budget` elements each.
-Lowering lowering_of(const ConvGeometry& g, int64_t budget) {
+// The sizes of g, in groups of images of about kGroupBudget elements each and at least
+// `min_rows` positions where one image's size allows.
+Lowering lowering_of(const ConvGeometry& g, int64_t min_rows) {
   Lowering s;
   s.small_image = g.h.small * g.w.small;
   s.big_image = g.h.big * g.w.big;
@@ -83,9 +87,9 @@ Lowering lowering_of(const ConvGeometry& g, int64_t budget) {
   s.cs = g.small_channels;
   s.row = g.h.kernel * g.w.kernel * s.cb;
   const int64_t per_image = std::max({s.small_image * s.row, s.big_image * s.cb, int64_t{1}});
-  const int64_t for_rows = std::min(ceil_div(kMinGroupRows, std::max<int64_t>(s.small_image, 1)),
+  const int64_t for_rows = std::min(ceil_div(min_rows, std::max<int64_t>(s.small_image, 1)),
                                     kMaxImageElements / per_image);
-  s.group = images_per_group(g.batch, std::max(budget / per_image, for_rows));
+  s.group = images_per_group(g.batch, std::max(kGroupBudget / per_image, for_rows));
   return s;
 }
 
@@ -367,7 +371,7 @@ template <typename T, typename In>
 void lowered_conv2d_forward_as(const ConvForwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
-  const Lowering s = lowering_of(g, kForwardGroupBudget);
+  const Lowering s = lowering_of(g, kForwardMinGroupRows);
   const auto k_cols = kernel_source<T, In>(g, s, a.kernel, s.cs, s.row, 1, s.cs, runner);  // Kᵀ
   for_each_group(g.batch, s.group, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
     In* lowered = packing_scratch<In, kLoweredSlot>(s.group * s.small_image * s.row);
@@ -390,7 +394,7 @@ template <typename T, typename In>
 void lowered_conv2d_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
-  const Lowering s = lowering_of(g, kBackwardGroupBudget);
+  const Lowering s = lowering_of(g, kBackwardMinGroupRows);
   const AxisReach reach_h = axis_reach(g.h);
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
   const bool with_bias = a.dbias != nullptr;
@@ -433,7 +437,7 @@ template <typename T, typename In>
 void lowered_conv2d_transpose_forward_as(const ConvForwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
-  const Lowering s = lowering_of(g, kForwardGroupBudget);
+  const Lowering s = lowering_of(g, kForwardMinGroupRows);
   const AxisReach reach_h = axis_reach(g.h);
   const auto k_rows = kernel_source<T, In>(g, s, a.kernel, s.row, s.cs, s.cs, 1, runner);  // K
   for_each_group(g.batch, s.group, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
@@ -449,7 +453,7 @@ template <typename T, typename In>
 void lowered_conv2d_transpose_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner) {
   using Acc = acc_t<T>;
   const ConvGeometry& g = a.geometry;
-  const Lowering s = lowering_of(g, kBackwardGroupBudget);
+  const Lowering s = lowering_of(g, kBackwardMinGroupRows);
   const ActivationGradPrologue<T> prologue{a.y, a.z, a.act};
   const auto k_cols = kernel_source<T, In>(g, s, a.kernel, s.cs, s.row, 1, s.cs, runner);  // Kᵀ
   // [dK; db]
