@@ -19,9 +19,11 @@ inline constexpr int kGroupSharesSlot = 7;
 // Groups come in multiples of this many where the batch allows, so that two threads
 // share them evenly: Conv2D 13x13x32->64 k4 s2 backward, batch 32: one group 1.12 ms,
 // two 0.77 ms; Conv2DTranspose 5x5x128->64 k5 s2 forward in tf.function, three groups
-// of 11 images against four of 8 (or 2, 8 or 16 groups, alike): 1.17-1.19x faster;
-// Winograd's 11 groups of 3 images left one thread a group short.
+// of 11 images against four of 8 (or 2, 8 or 16 groups, alike): 1.17-1.19x faster.
 inline constexpr int64_t kGroupMultiple = 2;
+
+// a / b rounded up, for a >= 0 and b > 0 (the convolutions' sizes and counts).
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Images per group for a batch in groups of at most `largest` images (at least one):
 // of the group counts that are multiples of kGroupMultiple, from the fewest allowed to
@@ -33,7 +35,6 @@ inline constexpr int64_t kGroupMultiple = 2;
 // the same layer's Winograd forward in tf.function 1.06-1.08x faster). From the shape
 // alone, so results do not depend on the thread count.
 inline int64_t images_per_group(int64_t batch, int64_t largest) {
-  const auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
   batch = std::max<int64_t>(batch, 1);
   const int64_t fewest =
       kGroupMultiple * ceil_div(ceil_div(batch, std::max<int64_t>(largest, 1)), kGroupMultiple);
@@ -64,7 +65,7 @@ void for_each_group(int64_t batch, int64_t group, TaskRunner& runner, Fn&& fn) {
     const int64_t n0 = index * group;
     fn(n0, std::min(group, batch - n0), group_runner);
   };
-  const int64_t groups = (batch + group - 1) / group;
+  const int64_t groups = ceil_div(batch, group);
   if (groups_in_parallel(groups, runner)) {
     runner.run(groups, [&](int64_t index) {
       SerialRunner serial;
@@ -89,7 +90,7 @@ inline constexpr int64_t kWaveGroupsPerThread = 2;
 template <typename Acc, typename Fn>
 void for_each_group_summing(int64_t batch, int64_t group, TaskRunner& runner, int64_t count,
                             Acc* sum, Fn&& fn) {
-  const int64_t groups = (batch + group - 1) / group;
+  const int64_t groups = ceil_div(batch, group);
   const int64_t wave = groups_in_parallel(groups, runner)
                            ? std::min(groups, kWaveGroupsPerThread * runner.num_threads())
                            : 1;
@@ -110,7 +111,7 @@ void for_each_group_summing(int64_t batch, int64_t group, TaskRunner& runner, in
     } else {
       run_group(0, runner);
     }
-    runner.run((count + kChunk - 1) / kChunk, [&](int64_t chunk) {
+    runner.run(ceil_div(count, kChunk), [&](int64_t chunk) {
       const int64_t begin = chunk * kChunk, end = std::min(count, begin + kChunk);
       for (int64_t slot = 0; slot < in_wave; ++slot) {
         const Acc* share = shares + slot * count;

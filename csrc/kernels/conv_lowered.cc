@@ -58,8 +58,6 @@ constexpr int64_t kBackwardMinGroupRows = 1024;
 // elements; larger images run the implicit method (conv.cc).
 constexpr int64_t kMaxImageElements = int64_t{1} << 20;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // This file's per-thread scratch slots (see packing_scratch).
 enum ScratchSlot {
   kLoweredSlot = 3,

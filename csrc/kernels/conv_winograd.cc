@@ -80,8 +80,6 @@ enum ScratchSlot {
   kPastEndSlot = 23
 };
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // The transforms' loops over channels, compiled once per vector width and picked by
 // cpuid when the library loads (they only add, subtract and halve: the same bits on
 // every width).

@@ -760,8 +760,10 @@ void gemm_split_depth(const PackSource<In>& a, const PackSource<In>& b,
     for (int64_t e = 0; e < m * n; ++e) partials[e] += part[e];
   }
   if (accumulator.c) {
-    for (int64_t i = 0; i < m; ++i)
-      std::copy(partials.data() + i * n, partials.data() + (i + 1) * n, accumulator.c + i * accumulator.ldc);
+    for (int64_t i = 0; i < m; ++i) {
+      std::copy(partials.data() + i * n, partials.data() + (i + 1) * n,
+                accumulator.c + i * accumulator.ldc);
+    }
     if (epilogue) epilogue(0, m, 0, n, accumulator.c, accumulator.ldc);
   } else if (epilogue) {
     epilogue(0, m, 0, n, partials.data(), n);
