@@ -399,7 +399,6 @@ void lowered_conv2d_backward_as(const ConvBackwardArgs<T>& a, TaskRunner& runner
   const auto k_rows = kernel_source<T, In>(g, s, a.kernel, s.row, s.cs, s.cs, 1, runner);  // K
   const int64_t dk_rows = s.row + (with_bias ? 1 : 0);
   Acc* dk = packing_scratch<Acc, kKernelGradSlot>(dk_rows * s.cs);
-  std::fill(dk, dk + dk_rows * s.cs, Acc(0));
   for_each_group_summing<Acc>(g.batch, s.group, runner, dk_rows * s.cs, dk, [&](int64_t n0, int64_t images,
                                                                      TaskRunner& runner, Acc* dk) {
     const int64_t positions = images * s.small_image;
@@ -457,7 +456,6 @@ void lowered_conv2d_transpose_backward_as(const ConvBackwardArgs<T>& a, TaskRunn
   // [dK; db]
   const int64_t dk_count = s.row * s.cs + s.cb;
   Acc* dk = packing_scratch<Acc, kKernelGradSlot>(dk_count);
-  std::fill(dk, dk + dk_count, Acc(0));
   for_each_group_summing<Acc>(g.batch, s.group, runner, dk_count, dk, [&](int64_t n0, int64_t images,
                                                                TaskRunner& runner, Acc* dk) {
     const int64_t positions = images * s.small_image;
