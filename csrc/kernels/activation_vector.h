@@ -347,27 +347,34 @@ void bias_forward_rows_run(float slope, const float* tile, int64_t ld_tile, int6
   const int64_t full = cols / L * L;
   float bias_tail[L] = {};
   if (bias && full < cols) std::memcpy(bias_tail, bias + full, (cols - full) * sizeof(float));
-  for (int64_t i = 0; i < rows; ++i) {
-    const float* t = tile + i * ld_tile;
-    float* o = out + i * ld_out;
-    float* zo = z_out ? z_out + i * ld_out : nullptr;
-    for (int64_t j = 0; j < full; j += L) {
-      F<V> z = load<V>(t + j);
-      if (bias) z += load<V>(bias + j);
-      if (zo) store<V>(zo + j, z);
-      store<V>(o + j, forward<V, K>(z, slope));
+  // Whole vectors of every row, then the rows' tails: with the tail inside the row loop,
+  // GCC loaded the activation's constants again for each row (a conv tile's row is
+  // often two vectors: Conv2D 64x64x3->32 elu, 2.3 of 14 instructions a vector).
+  if (full > 0) {
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* t = tile + i * ld_tile;
+      float* o = out + i * ld_out;
+      float* zo = z_out ? z_out + i * ld_out : nullptr;
+      for (int64_t j = 0; j < full; j += L) {
+        F<V> z = load<V>(t + j);
+        if (bias) z += load<V>(bias + j);
+        if (zo) store<V>(zo + j, z);
+        store<V>(o + j, forward<V, K>(z, slope));
+      }
     }
-    if (full < cols) {
-      const size_t bytes = (cols - full) * sizeof(float);
+  }
+  if (full < cols) {
+    const size_t bytes = (cols - full) * sizeof(float);
+    for (int64_t i = 0; i < rows; ++i) {
       float buf[L] = {};
-      std::memcpy(buf, t + full, bytes);
+      std::memcpy(buf, tile + i * ld_tile + full, bytes);
       const F<V> z = load<V>(buf) + load<V>(bias_tail);
-      if (zo) {
+      if (z_out) {
         store<V>(buf, z);
-        std::memcpy(zo + full, buf, bytes);
+        std::memcpy(z_out + i * ld_out + full, buf, bytes);
       }
       store<V>(buf, forward<V, K>(z, slope));
-      std::memcpy(o + full, buf, bytes);
+      std::memcpy(out + i * ld_out + full, buf, bytes);
     }
   }
 }
