@@ -1,23 +1,28 @@
 // Conv2D and Conv2DTranspose, forward and backward, by Winograd's minimal filtering,
-// F(m x m, r x r) with m + r - 1 = 4:
-// each tile of m x m outputs comes from a 4 x 4 tile of input through 16 products
-// instead of m² r², and the 16 products of every tile and channel pair are 16 plain
+// F(m x m, r x r) with m + r - 1 = a points per axis (a = 4, or 5 for F(4x4, 2x2)):
+// each tile of m x m outputs comes from an a x a tile of input through a² products
+// instead of m² r², and the a² products of every tile and channel pair are a² plain
 // GEMMs on the engine:
 //   V[p] = (Bᵀ d B)[p]      each tile d of the input, per channel (input transform)
 //   U[p] = (G g Gᵀ)[p]      each channel pair's r x r kernel g (kernel transform)
-//   M[p] = V[p] · U[p]      [tiles, depth] x [depth, filters], p < 16
+//   M[p] = V[p] · U[p]      [tiles, depth] x [depth, filters], p < a²
 //   y    = act(Aᵀ M A + bias) each tile's m x m outputs (output transform, epilogue)
 // A stride-s convolution is s² stride-1 ones summed: phase (a, b) of the input,
 // x[s·i + a, s·j + b], meets kernel taps (s·i' + a, s·j' + b), ceil(k / s) per axis. So
 // the phases become channels (depth = s_h · s_w · in channels) and the kernel's phases
-// r x r taps (zero past the kernel's end): k4 s2 is F(3x3, 2x2) with 4x the channels,
-// k3 s1 is F(2x2, 3x3). Both use the points 0, 1, -1 and infinity, whose transforms add
-// and subtract (and halve, in G) only, so rounding grows little beyond a direct sum's.
+// r x r taps (zero past the kernel's end): k4 s2 is F(3x3, 2x2) or F(4x4, 2x2) with 4x
+// the channels, k3 s1 is F(2x2, 3x3). The 4-point tilings use the points 0, 1, -1 and
+// infinity, whose transforms add and subtract (and halve, in G) only, so rounding grows
+// little beyond a direct sum's; F(4x4, 2x2) adds the point 2 (B's entries up to 3, G's
+// 1/6 and 1/3): max relative error against float64 1-2e-6 for k4 s2 layers of 8 to 16
+// channels where F(3x3, 2x2) gives 2-3e-7, a float sum's rounding either way.
 //
 // Per tile of 3 x 3 outputs (r = 2) the products cost 16 multiplications per channel
 // pair where a direct k4 s2 convolution costs 9 x 16 / 4 = 36: 2.25x fewer, less the
-// tiles' part past the output's edge. The gradients and Conv2DTranspose are the same
-// steps' adjoints (see transform_2d's users and the passes at the end).
+// tiles' part past the output's edge; F(4x4, 2x2) costs 25 per 16 outputs (2.56x fewer)
+// and takes the sides that 4 tiles better than 3 (8, 16: alpha_for). The gradients and
+// Conv2DTranspose are the same steps' adjoints (see transform_2d's users and the passes
+// at the end).
 #include "conv_winograd.h"
 
 #include <algorithm>
@@ -33,8 +38,16 @@
 namespace fusedlayers {
 namespace {
 
-constexpr int kAlpha = 4;                 // points per axis of a transformed tile
-constexpr int kPoints = kAlpha * kAlpha;  // products per tile: one GEMM each
+// A tiling F(m x m, r x r): R taps per phase and axis (fewer are padded with zero
+// taps), A points per axis of a transformed tile (A x A products per tile: one GEMM
+// each), M = A + 1 - R outputs per tile and axis.
+template <int R, int A>
+struct Scheme {
+  static constexpr int kR = R, kAlpha = A, kPoints = A * A, kM = A + 1 - R;
+};
+using F3x2 = Scheme<2, 4>;  // points 0, 1, -1 and infinity
+using F2x3 = Scheme<3, 4>;  // the same points
+using F4x2 = Scheme<2, 5>;  // points 0, 1, -1, 2 and infinity
 
 // Elements of V and M per group of images (1 MiB of float), so that they stay in a 1-2
 // MiB L2 between the transforms and the products (against 4 MiB, one thread, native
@@ -42,7 +55,7 @@ constexpr int kPoints = kAlpha * kAlpha;  // products per tile: one GEMM each
 // speed; two threads 1.09x -> 1.36x).
 constexpr int64_t kGroupBudget = int64_t{1} << 18;
 // The backward's groups (V, dV and Z) are larger: the kernel's gradient is a product as
-// deep as a group's tiles, and each group's share of it (16 x depth x filters) is added
+// deep as a group's tiles, and each group's share of it (a² x depth x filters) is added
 // into the sum (one thread, native harness, Conv2D 14x14x64->128 k4 s2: 9% of
 // the time in groups of 8 images). 2^18 to 2^22 measured alike in tf.function.
 constexpr int64_t kBackwardGroupBudget = int64_t{1} << 20;
@@ -52,7 +65,7 @@ constexpr int64_t kBackwardGroupBudget = int64_t{1} << 20;
 // groups of 4, 1.34x with 256 tiles or more; 1024: alike). The forward is best without
 // (96 or 256 tiles: 2-10% slower).
 constexpr int64_t kBackwardMinRows = 256;
-// The shape rule, a cost model in multiply-adds per call: the 16 products of each tile
+// The shape rule, a cost model in multiply-adds per call: the a² products of each tile
 // and channel pair, the kernel's transform and packing at about kKernelCost per
 // transformed element (with the call's fixed costs), and the input and output
 // transforms at about kTransformCost per transformed element. Winograd where a direct
@@ -94,31 +107,47 @@ int64_t phase_taps(const ConvAxis& a) { return ceil_div(a.kernel, a.stride); }
 
 // Memory bounds: a group holds at least one image's transformed tiles (V, Z and the
 // products), and the kernel's transform (with its packed copy and, in the backward, a
-// share of its gradient per group in flight) is 16 x depth x filters. Larger layers run
+// share of its gradient per group in flight) is a² x depth x filters. Larger layers run
 // the other methods, whose buffers are bounded per image group.
 constexpr double kMaxImageElements = double(int64_t{1} << 23);   // 32 MiB of float
 constexpr double kMaxKernelElements = double(int64_t{1} << 22);  // 16 MiB of float
 
+// Taps per phase and axis of g's tiles (at least 2).
+int64_t taps_per_phase(const ConvGeometry& g) {
+  return std::max<int64_t>(2, std::max(phase_taps(g.h), phase_taps(g.w)));
+}
+
+// Points per axis for r taps: F(4, 2)'s 5 where its 4 x 4 output tiles take fewer
+// products than F(3, 2)'s 3 x 3 ones over the small side (16 x 16: 4 x 4 tiles of 25
+// products against 6 x 6 of 16 covering 18 x 18, 1.44x as many), else 4.
+int alpha_for(int64_t r, const ConvGeometry& g) {
+  if (r != 2) return 4;
+  // In double: a huge (rejected-later-anyway) shape must not wrap.
+  const double five = 25.0 * double(ceil_div(g.h.small, 4)) * double(ceil_div(g.w.small, 4));
+  const double four = 16.0 * double(ceil_div(g.h.small, 3)) * double(ceil_div(g.w.small, 3));
+  return five < four ? 5 : 4;
+}
+
 // Whether the algorithm computes g's convolution: no dilation, at most 3 taps per phase
 // (fewer are padded with zero taps), within the memory bounds.
 bool winograd_applies(const ConvGeometry& g) {
-  const int64_t r = std::max(phase_taps(g.h), phase_taps(g.w));
-  if (g.h.dilation != 1 || g.w.dilation != 1 || r > 3 || g.batch <= 0 || g.h.small <= 0 ||
-      g.w.small <= 0 || g.big_channels <= 0 || g.small_channels <= 0) {
+  if (g.h.dilation != 1 || g.w.dilation != 1 || taps_per_phase(g) > 3 || g.batch <= 0 ||
+      g.h.small <= 0 || g.w.small <= 0 || g.big_channels <= 0 || g.small_channels <= 0) {
     return false;
   }
-  const int64_t m = kAlpha + 1 - std::max<int64_t>(r, 2);
-  // In double: a huge (rejected-later-anyway) shape must not wrap.
+  const int64_t r = taps_per_phase(g), alpha = alpha_for(r, g), m = alpha + 1 - r;
+  const double points = double(alpha * alpha);
   const double tiles = double(ceil_div(g.h.small, m)) * double(ceil_div(g.w.small, m));
   const double depth = double(g.h.stride) * double(g.w.stride) * double(g.big_channels);
   const double filters = double(g.small_channels);
-  return tiles * kPoints * (2 * depth + filters) <= kMaxImageElements &&
-         kPoints * depth * filters <= kMaxKernelElements;
+  return tiles * points * (2 * depth + filters) <= kMaxImageElements &&
+         points * depth * filters <= kMaxKernelElements;
 }
 
 struct Plan {
-  int r = 2;  // taps per phase and axis; each tile has m = 5 - r outputs per axis
-  int m = 3;
+  int r = 2;      // taps per phase and axis
+  int alpha = 4;  // points per axis of a transformed tile
+  int m = 3;      // outputs per tile and axis: alpha + 1 - r
   int64_t cin = 0, cout = 0;
   int64_t depth = 0;                            // s_h · s_w · cin: the GEMMs' depth
   int64_t tiles_h = 0, tiles_w = 0, tiles = 0;  // per image
@@ -127,15 +156,16 @@ struct Plan {
 
 Plan plan_of(const ConvGeometry& g, bool backward = false) {
   Plan p;
-  p.r = std::max<int>(2, int(std::max(phase_taps(g.h), phase_taps(g.w))));
-  p.m = kAlpha + 1 - p.r;
+  p.r = int(taps_per_phase(g));
+  p.alpha = alpha_for(p.r, g);
+  p.m = p.alpha + 1 - p.r;
   p.cin = g.big_channels;
   p.cout = g.small_channels;
   p.depth = g.h.stride * g.w.stride * p.cin;
   p.tiles_h = ceil_div(g.h.small, p.m);
   p.tiles_w = ceil_div(g.w.small, p.m);
   p.tiles = p.tiles_h * p.tiles_w;
-  const int64_t per_image = p.tiles * kPoints * (p.depth * (backward ? 2 : 1) + p.cout);
+  const int64_t per_image = p.tiles * p.alpha * p.alpha * (p.depth * (backward ? 2 : 1) + p.cout);
   const int64_t budget = backward ? kBackwardGroupBudget : kGroupBudget;
   // The backward's minimum of tiles, as far as a group stays within one image's bound.
   const int64_t min_images =
@@ -146,30 +176,59 @@ Plan plan_of(const ConvGeometry& g, bool backward = false) {
   return p;
 }
 
-// The transforms for r = 2 (F(3, 2)) and r = 3 (F(2, 3)), on one axis of a tile; the
-// 2D ones apply them to columns, then rows. The loops over channels are the vectors.
-template <int R>
+// The transforms on one axis of a tile, for F(3, 2) and F(2, 3) (points 0, 1, -1, inf)
+// and F(4, 2) (points 0, 1, -1, 2, inf); the 2D ones apply them to columns, then rows.
+// The loops over channels are the vectors. F(4, 2)'s rows of B hold 2 and 3 and its G
+// 1/6 and 1/3 (scaled so that the input transform, run per tile, stays in integers);
+// multiples other than powers of two are written as additions and every non-power-of-2
+// scale comes last, so that no multiply-add is contracted differently on different
+// widths (a product by a power of two is exact, contracted or not).
+template <class S>
 inline void input_axis(const float* d, float* e) {  // e = Bᵀ d
-  e[0] = d[0] - d[2];
-  e[1] = d[1] + d[2];
-  e[2] = d[2] - d[1];
-  e[3] = R == 2 ? d[3] - d[1] : d[1] - d[3];
-}
-
-template <int R>
-inline void output_axis(const float* t, float* o) {  // o = Aᵀ t
-  o[0] = t[0] + t[1] + t[2];
-  if constexpr (R == 2) {
-    o[1] = t[1] - t[2];
-    o[2] = t[1] + t[2] + t[3];
+  if constexpr (S::kAlpha == 5) {
+    const float d1x2 = d[1] + d[1], d2x2 = d[2] + d[2], d3x2 = d[3] + d[3];
+    e[0] = ((d[0] + d[0]) - d[1]) - d2x2 + d[3];
+    e[1] = (d1x2 + d[2]) - d[3];
+    e[2] = ((d2x2 + d[2]) - d1x2) - d[3];
+    e[3] = d[3] - d[1];
+    e[4] = ((d1x2 - d[2]) - d3x2) + d[4];
   } else {
-    o[1] = t[1] - t[2] - t[3];
+    e[0] = d[0] - d[2];
+    e[1] = d[1] + d[2];
+    e[2] = d[2] - d[1];
+    e[3] = S::kR == 2 ? d[3] - d[1] : d[1] - d[3];
   }
 }
 
-template <int R>
+template <class S>
+inline void output_axis(const float* t, float* o) {  // o = Aᵀ t
+  if constexpr (S::kAlpha == 5) {
+    const float t3x2 = t[3] + t[3], t3x4 = t3x2 + t3x2;
+    o[0] = t[0] + t[1] + t[2] + t[3];
+    o[1] = (t[1] - t[2]) + t3x2;
+    o[2] = (t[1] + t[2]) + t3x4;
+    o[3] = ((t[1] - t[2]) + (t3x4 + t3x4)) + t[4];
+  } else {
+    o[0] = t[0] + t[1] + t[2];
+    if constexpr (S::kR == 2) {
+      o[1] = t[1] - t[2];
+      o[2] = t[1] + t[2] + t[3];
+    } else {
+      o[1] = t[1] - t[2] - t[3];
+    }
+  }
+}
+
+template <class S>
 inline void kernel_axis(const float* g, float* u) {  // u = G g
-  if constexpr (R == 2) {
+  if constexpr (S::kAlpha == 5) {
+    constexpr float kSixth = 1.0f / 6.0f;
+    u[0] = g[0] * 0.5f;
+    u[1] = (g[0] + g[1]) * 0.5f;
+    u[2] = (g[0] - g[1]) * kSixth;
+    u[3] = (g[0] + (g[1] + g[1])) * kSixth;
+    u[4] = g[1];
+  } else if constexpr (S::kR == 2) {
     u[0] = g[0];
     u[1] = (g[0] + g[1]) * 0.5f;
     u[2] = (g[0] - g[1]) * 0.5f;
@@ -187,10 +246,16 @@ inline void kernel_axis(const float* g, float* u) {  // u = G g
 // d, so with dz's tiles transformed as Z = A dz Aᵀ, the input's tiles get B (Z ⊙ U) Bᵀ
 // and the kernel Gᵀ (Σ Z ⊙ V) G, the sum over every tile. Halving comes last in each
 // expression, so no multiply-add can be contracted differently on different widths.
-template <int R>
+template <class S>
 inline void gradient_axis(const float* t, float* w) {  // w = A t, t of m entries
   w[0] = t[0];
-  if constexpr (R == 2) {
+  if constexpr (S::kAlpha == 5) {
+    const float t2x4 = (t[2] + t[2]) + (t[2] + t[2]), t3x8 = (t[3] + t[3]) * 4.0f;
+    w[1] = t[0] + t[1] + t[2] + t[3];
+    w[2] = ((t[0] - t[1]) + t[2]) - t[3];
+    w[3] = ((t[0] + (t[1] + t[1])) + t2x4) + t3x8;
+    w[4] = t[3];
+  } else if constexpr (S::kR == 2) {
     w[1] = t[0] + t[1] + t[2];
     w[2] = t[0] - t[1] + t[2];
     w[3] = t[2];
@@ -201,22 +266,36 @@ inline void gradient_axis(const float* t, float* w) {  // w = A t, t of m entrie
   }
 }
 
-template <int R>
+template <class S>
 inline void input_adjoint_axis(const float* e, float* d) {  // d = B e
-  d[0] = e[0];
-  d[2] = e[1] + e[2] - e[0];
-  if constexpr (R == 2) {
-    d[1] = e[1] - e[2] - e[3];
-    d[3] = e[3];
+  if constexpr (S::kAlpha == 5) {
+    const float e1x2 = e[1] + e[1], e2x2 = e[2] + e[2], e4x2 = e[4] + e[4];
+    d[0] = e[0] + e[0];
+    d[1] = (((e1x2 - e[0]) - e2x2) - e[3]) + e4x2;
+    d[2] = ((e[1] - (e[0] + e[0])) + (e2x2 + e[2])) - e[4];
+    d[3] = (((e[0] - e[1]) - e[2]) + e[3]) - e4x2;
+    d[4] = e[4];
   } else {
-    d[1] = e[1] - e[2] + e[3];
-    d[3] = -e[3];
+    d[0] = e[0];
+    d[2] = e[1] + e[2] - e[0];
+    if constexpr (S::kR == 2) {
+      d[1] = e[1] - e[2] - e[3];
+      d[3] = e[3];
+    } else {
+      d[1] = e[1] - e[2] + e[3];
+      d[3] = -e[3];
+    }
   }
 }
 
-template <int R>
+template <class S>
 inline void kernel_adjoint_axis(const float* u, float* g) {  // g = Gᵀ u
-  if constexpr (R == 2) {
+  if constexpr (S::kAlpha == 5) {
+    constexpr float kSixth = 1.0f / 6.0f;
+    const float u01 = u[0] + u[1], u1x3 = (u[1] + u[1]) + u[1], u4x3 = (u[4] + u[4]) + u[4];
+    g[0] = (((u01 + u01) + u01) + (u[2] + u[3])) * kSixth;
+    g[1] = (((u1x3 - u[2]) + (u[3] + u[3])) + (u4x3 + u4x3)) * kSixth;
+  } else if constexpr (S::kR == 2) {
     g[0] = ((u[0] + u[0]) + (u[1] + u[2])) * 0.5f;
     g[1] = ((u[1] - u[2]) + (u[3] + u[3])) * 0.5f;
   } else {
@@ -246,78 +325,78 @@ inline void transform_2d(Axis axis, At at, Put put) {
 // per vector width. Transformed tiles are stored point by point: x[p * stride + c].
 
 // v = Bᵀ d B, d[i][j] = src[4 i + j][c].
-template <int R>
+template <class S>
 FUSEDLAYERS_VECTOR_CLONES
-void transform_input(const std::array<const float*, kPoints>& src, int64_t n, float* v,
+void transform_input(const std::array<const float*, S::kPoints>& src, int64_t n, float* v,
                      int64_t stride) {
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    transform_2d<kAlpha, kAlpha>(
-        input_axis<R>, [&](int i, int j) { return src[kAlpha * i + j][c]; },
-        [&](int i, int j, float x) { v[(kAlpha * i + j) * stride + c] = x; });
+    transform_2d<S::kAlpha, S::kAlpha>(
+        input_axis<S>, [&](int i, int j) { return src[S::kAlpha * i + j][c]; },
+        [&](int i, int j, float x) { v[(S::kAlpha * i + j) * stride + c] = x; });
   }
 }
 
 // u = G g Gᵀ, g[a][b] = src[a][b][c].
-template <int R>
+template <class S>
 FUSEDLAYERS_VECTOR_CLONES
-void transform_kernel(const float* const src[R][R], int64_t n, float* u, int64_t stride) {
+void transform_kernel(const float* const src[S::kR][S::kR], int64_t n, float* u, int64_t stride) {
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    transform_2d<R, kAlpha>(
-        kernel_axis<R>, [&](int a, int b) { return src[a][b][c]; },
-        [&](int i, int j, float x) { u[(kAlpha * i + j) * stride + c] = x; });
+    transform_2d<S::kR, S::kAlpha>(
+        kernel_axis<S>, [&](int a, int b) { return src[a][b][c]; },
+        [&](int i, int j, float x) { u[(S::kAlpha * i + j) * stride + c] = x; });
   }
 }
 
 // The m x m outputs Aᵀ M A into out[(i m + j) ldo + c], M[p] = mp[p * stride + c].
-template <int R>
+template <class S>
 FUSEDLAYERS_VECTOR_CLONES
 void transform_output(const float* mp, int64_t stride, int64_t n, float* out, int64_t ldo) {
-  constexpr int m = kAlpha + 1 - R;
+  constexpr int m = S::kM;
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    transform_2d<kAlpha, m>(
-        output_axis<R>, [&](int i, int j) { return mp[(kAlpha * i + j) * stride + c]; },
+    transform_2d<S::kAlpha, m>(
+        output_axis<S>, [&](int i, int j) { return mp[(S::kAlpha * i + j) * stride + c]; },
         [&](int i, int j, float x) { out[(i * m + j) * ldo + c] = x; });
   }
 }
 
 // w = A t Aᵀ, t[i][j] = src[m i + j][c] (an m x m tile of dz).
-template <int R>
+template <class S>
 FUSEDLAYERS_VECTOR_CLONES
-void transform_gradient(const std::array<const float*, kPoints>& src, int64_t n, float* w,
+void transform_gradient(const std::array<const float*, S::kPoints>& src, int64_t n, float* w,
                         int64_t stride) {
-  constexpr int m = kAlpha + 1 - R;
+  constexpr int m = S::kM;
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    transform_2d<m, kAlpha>(
-        gradient_axis<R>, [&](int i, int j) { return src[m * i + j][c]; },
-        [&](int i, int j, float x) { w[(kAlpha * i + j) * stride + c] = x; });
+    transform_2d<m, S::kAlpha>(
+        gradient_axis<S>, [&](int i, int j) { return src[m * i + j][c]; },
+        [&](int i, int j, float x) { w[(S::kAlpha * i + j) * stride + c] = x; });
   }
 }
 
 // B E Bᵀ into out[p * ldo + c], E[p] = ep[p * stride + c].
-template <int R>
+template <class S>
 FUSEDLAYERS_VECTOR_CLONES
 void transform_input_adjoint(const float* ep, int64_t stride, int64_t n, float* out,
                              int64_t ldo) {
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    transform_2d<kAlpha, kAlpha>(
-        input_adjoint_axis<R>, [&](int i, int j) { return ep[(kAlpha * i + j) * stride + c]; },
-        [&](int i, int j, float x) { out[(kAlpha * i + j) * ldo + c] = x; });
+    transform_2d<S::kAlpha, S::kAlpha>(
+        input_adjoint_axis<S>, [&](int i, int j) { return ep[(S::kAlpha * i + j) * stride + c]; },
+        [&](int i, int j, float x) { out[(S::kAlpha * i + j) * ldo + c] = x; });
   }
 }
 
 // Gᵀ U G into dst[a][b][c], U[p] = up[p * stride + c].
-template <int R>
+template <class S>
 FUSEDLAYERS_VECTOR_CLONES
-void transform_kernel_adjoint(const float* up, int64_t stride, int64_t n, float* const dst[R][R]) {
+void transform_kernel_adjoint(const float* up, int64_t stride, int64_t n, float* const dst[S::kR][S::kR]) {
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    transform_2d<kAlpha, R>(
-        kernel_adjoint_axis<R>, [&](int i, int j) { return up[(kAlpha * i + j) * stride + c]; },
+    transform_2d<S::kAlpha, S::kR>(
+        kernel_adjoint_axis<S>, [&](int i, int j) { return up[(S::kAlpha * i + j) * stride + c]; },
         [&](int a, int b, float x) { dst[a][b][c] = x; });
   }
 }
@@ -327,7 +406,7 @@ void transform_kernel_adjoint(const float* up, int64_t stride, int64_t n, float*
 // (s_h · a + phase_h, s_w · b + phase_w) and channel c, or, for taps past
 // the kernel's end: `zeros` to read, or (P float*, writing) a discarded row in the task's
 // thread's scratch.
-template <int R, typename P, typename Fn>
+template <class S, typename P, typename Fn>
 void for_each_phase_channel(const ConvGeometry& g, const Plan& p, P kernel, P zeros,
                             TaskRunner& runner, Fn&& fn) {
   const int64_t sh = g.h.stride, sw = g.w.stride;
@@ -341,9 +420,9 @@ void for_each_phase_channel(const ConvGeometry& g, const Plan& p, P kernel, P ze
       past_end = packing_scratch<float, kPastEndSlot>(p.cout);
     }
     for (int64_t c = c0; c < std::min(p.cin, c0 + kChannelsPerTask); ++c) {
-      P taps[R][R];
-      for (int a = 0; a < R; ++a) {
-        for (int b = 0; b < R; ++b) {
+      P taps[S::kR][S::kR];
+      for (int a = 0; a < S::kR; ++a) {
+        for (int b = 0; b < S::kR; ++b) {
           const int64_t th = sh * a + ph, tw = sw * b + pw;
           const bool inside = th < g.h.kernel && tw < g.w.kernel;
           taps[a][b] = inside ? kernel + ((th * g.w.kernel + tw) * p.cin + c) * p.cout : past_end;
@@ -355,18 +434,18 @@ void for_each_phase_channel(const ConvGeometry& g, const Plan& p, P kernel, P ze
 }
 
 // U[p][d][f] = (G g Gᵀ)[p] for the kernel [kh, kw, cin, cout] (zeros: cout zeros).
-template <int R>
+template <class S>
 void transform_kernel_all(const ConvGeometry& g, const Plan& p, const float* kernel,
                           const float* zeros, float* u, TaskRunner& runner) {
-  for_each_phase_channel<R>(g, p, kernel, zeros, runner,
-                            [&](int64_t d, const float* const taps[R][R]) {
-                              transform_kernel<R>(taps, p.cout, u + d * p.cout, p.depth * p.cout);
+  for_each_phase_channel<S>(g, p, kernel, zeros, runner,
+                            [&](int64_t d, const float* const taps[S::kR][S::kR]) {
+                              transform_kernel<S>(taps, p.cout, u + d * p.cout, p.depth * p.cout);
                             });
 }
 
 // V = Bᵀ d B for every tile of a group's `images` big images (big: the first one's
-// pixels) into v ([16][rows][depth], rows = images · tiles), a task per row of tiles.
-template <int R>
+// pixels) into v ([a²][rows][depth], rows = images · tiles), a task per row of tiles.
+template <class S>
 void transform_input_group(const ConvGeometry& g, const Plan& p, const float* big,
                            int64_t images, const float* zeros, float* v, TaskRunner& runner) {
   const int64_t rows = images * p.tiles;
@@ -378,8 +457,8 @@ void transform_input_group(const ConvGeometry& g, const Plan& p, const float* bi
       const int64_t tile = image * p.tiles + th * p.tiles_w + tw;
       for (int64_t ph = 0; ph < sh; ++ph) {
         // The tile's input rows for this phase (-1: padding).
-        int64_t rows_in[kAlpha];
-        for (int i = 0; i < kAlpha; ++i) {
+        int64_t rows_in[S::kAlpha];
+        for (int i = 0; i < S::kAlpha; ++i) {
           const int64_t row = sh * (th * p.m + i) + ph - g.h.pad_before;
           rows_in[i] = row >= 0 && row < g.h.big ? row : -1;
         }
@@ -387,20 +466,20 @@ void transform_input_group(const ConvGeometry& g, const Plan& p, const float* bi
         // pixels of each tile column j are then side by side, all in the image or all
         // padding (always so for one phase).
         auto transform = [&](int64_t pw0, int64_t phases) {
-          std::array<const float*, kPoints> src;
-          for (int j = 0; j < kAlpha; ++j) {
+          std::array<const float*, S::kPoints> src;
+          for (int j = 0; j < S::kAlpha; ++j) {
             const int64_t col = sw * (tw * p.m + j) + pw0 - g.w.pad_before;
             const bool inside = col >= 0 && col < g.w.big;
-            for (int i = 0; i < kAlpha; ++i) {
-              src[kAlpha * i + j] =
+            for (int i = 0; i < S::kAlpha; ++i) {
+              src[S::kAlpha * i + j] =
                   inside && rows_in[i] >= 0 ? x_image + (rows_in[i] * g.w.big + col) * p.cin : zeros;
             }
           }
-          transform_input<R>(src, phases * p.cin, v + tile * p.depth + (ph * sw + pw0) * p.cin,
+          transform_input<S>(src, phases * p.cin, v + tile * p.depth + (ph * sw + pw0) * p.cin,
                              rows * p.depth);
         };
         bool whole = true;
-        for (int j = 0; j < kAlpha; ++j) {
+        for (int j = 0; j < S::kAlpha; ++j) {
           const int64_t first = sw * (tw * p.m + j) - g.w.pad_before, last = first + sw - 1;
           whole = whole && (last < 0 || first >= g.w.big || (first >= 0 && last < g.w.big));
         }
@@ -423,9 +502,9 @@ struct SmallOutput {
   float* z = nullptr;
 };
 
-// The output transform Aᵀ M A of a group's products mo ([16][rows][cout]) into its
+// The output transform Aᵀ M A of a group's products mo ([a²][rows][cout]) into its
 // small images, a task per row of tiles.
-template <int R>
+template <class S>
 void transform_output_group(const ConvGeometry& g, const Plan& p, const float* mo,
                             int64_t images, const SmallOutput& o, TaskRunner& runner) {
   const int64_t rows = images * p.tiles;
@@ -434,7 +513,7 @@ void transform_output_group(const ConvGeometry& g, const Plan& p, const float* m
     float* outputs = packing_scratch<float, kTileSlot>(p.m * p.m * p.cout);
     for (int64_t tw = 0; tw < p.tiles_w; ++tw) {
       const int64_t tile = image * p.tiles + th * p.tiles_w + tw;
-      transform_output<R>(mo + tile * p.cout, rows * p.cout, p.cout, outputs, p.cout);
+      transform_output<S>(mo + tile * p.cout, rows * p.cout, p.cout, outputs, p.cout);
       const int64_t ow = tw * p.m, width = std::min<int64_t>(p.m, g.w.small - ow);
       for (int64_t i = 0; i < p.m && th * p.m + i < g.h.small; ++i) {
         const int64_t first = ((image * g.h.small + th * p.m + i) * g.w.small + ow) * p.cout;
@@ -458,39 +537,39 @@ const float* zeros_for(const ConvGeometry& g, const Plan& p) {
 // Each point's U[p] as B, `filters_as_rows` (filters x depth: the forward) or depth x
 // filters (the input gradient), packed once for every group's product into this
 // thread's scratch.
-template <int R>
-std::array<PackSource<float>, kPoints> transformed_kernel(const ConvGeometry& g, const Plan& p,
+template <class S>
+std::array<PackSource<float>, S::kPoints> transformed_kernel(const ConvGeometry& g, const Plan& p,
                                                           const float* kernel, const float* zeros,
                                                           bool filters_as_rows,
                                                           TaskRunner& runner) {
-  float* u = packing_scratch<float, kKernelSlot>(kPoints * p.depth * p.cout);
-  transform_kernel_all<R>(g, p, kernel, zeros, u, runner);
-  std::array<PackSource<float>, kPoints> b;
-  for (int pt = 0; pt < kPoints; ++pt) {
+  float* u = packing_scratch<float, kKernelSlot>(S::kPoints * p.depth * p.cout);
+  transform_kernel_all<S>(g, p, kernel, zeros, u, runner);
+  std::array<PackSource<float>, S::kPoints> b;
+  for (int pt = 0; pt < S::kPoints; ++pt) {
     const float* up = u + pt * p.depth * p.cout;
     b[pt] = filters_as_rows ? strided_source<float, float>(up, p.cout, p.depth, 1, p.cout)
                             : strided_source<float, float>(up, p.depth, p.cout, p.cout, 1);
   }
   const int64_t panel_size = packed_b_size(b[0]);
-  float* panels = packing_scratch<float, kKernelPanelsSlot>(kPoints * panel_size);
-  run_tasks(runner, kPoints, [&](int64_t pt) {
+  float* panels = packing_scratch<float, kKernelPanelsSlot>(S::kPoints * panel_size);
+  run_tasks(runner, S::kPoints, [&](int64_t pt) {
     SerialRunner serial;
     pack_b_once<float>(b[pt], panels + pt * panel_size, serial);
   });
-  for (int pt = 0; pt < kPoints; ++pt) b[pt].packed = panels + pt * panel_size;
+  for (int pt = 0; pt < S::kPoints; ++pt) b[pt].packed = panels + pt * panel_size;
   return b;
 }
 
 // Z = A dz Aᵀ for every tile of a group's `images` small images (small: the first one's
-// [positions, cout]) into z ([16][rows][cout]), a task per row of tiles.
-template <int R>
+// [positions, cout]) into z ([a²][rows][cout]), a task per row of tiles.
+template <class S>
 void transform_gradient_group(const ConvGeometry& g, const Plan& p, const float* small,
                               int64_t images, const float* zeros, float* z, TaskRunner& runner) {
   const int64_t rows = images * p.tiles;
   run_tasks(runner, images * p.tiles_h, [&](int64_t task) {
     const int64_t image = task / p.tiles_h, th = task % p.tiles_h;
     for (int64_t tw = 0; tw < p.tiles_w; ++tw) {
-      std::array<const float*, kPoints> src;
+      std::array<const float*, S::kPoints> src;
       for (int i = 0; i < p.m; ++i) {
         const int64_t oh = th * p.m + i;
         for (int j = 0; j < p.m; ++j) {
@@ -501,16 +580,16 @@ void transform_gradient_group(const ConvGeometry& g, const Plan& p, const float*
         }
       }
       const int64_t tile = image * p.tiles + th * p.tiles_w + tw;
-      transform_gradient<R>(src, p.cout, z + tile * p.cout, rows * p.cout);
+      transform_gradient<S>(src, p.cout, z + tile * p.cout, rows * p.cout);
     }
   });
 }
 
 // A group's big images (big: the first one's pixels) = the sum of B E Bᵀ over the tiles
-// each pixel belongs to, E from e ([16][rows][depth]). Tiles overlap where their inputs
+// each pixel belongs to, E from e ([a²][rows][depth]). Tiles overlap where their inputs
 // do, so rows of tiles run in two passes (even, then odd: only neighbours overlap) and
 // each row's tiles in order: the same additions in the same order on any thread count.
-template <int R>
+template <class S>
 void scatter_input_tiles_group(const ConvGeometry& g, const Plan& p, const float* e,
                                int64_t images, float* big, TaskRunner& runner) {
   const int64_t rows = images * p.tiles;
@@ -520,20 +599,20 @@ void scatter_input_tiles_group(const ConvGeometry& g, const Plan& p, const float
     const int64_t per_image = (p.tiles_h - parity + 1) / 2;  // tile rows of this parity
     run_tasks(runner, images * per_image, [&](int64_t task) {
       const int64_t image = task / per_image, th = 2 * (task % per_image) + parity;
-      float* d = packing_scratch<float, kTileSlot>(kPoints * p.depth);
+      float* d = packing_scratch<float, kTileSlot>(S::kPoints * p.depth);
       float* big_image = big + image * g.h.big * g.w.big * p.cin;
       for (int64_t tw = 0; tw < p.tiles_w; ++tw) {
         const int64_t tile = image * p.tiles + th * p.tiles_w + tw;
-        transform_input_adjoint<R>(e + tile * p.depth, rows * p.depth, p.depth, d, p.depth);
-        for (int i = 0; i < kAlpha; ++i) {
+        transform_input_adjoint<S>(e + tile * p.depth, rows * p.depth, p.depth, d, p.depth);
+        for (int i = 0; i < S::kAlpha; ++i) {
           for (int64_t ph = 0; ph < sh; ++ph) {
             const int64_t row = sh * (th * p.m + i) + ph - g.h.pad_before;
             if (row < 0 || row >= g.h.big) continue;
-            for (int j = 0; j < kAlpha; ++j) {
+            for (int j = 0; j < S::kAlpha; ++j) {
               for (int64_t pw = 0; pw < sw; ++pw) {
                 const int64_t col = sw * (tw * p.m + j) + pw - g.w.pad_before;
                 if (col < 0 || col >= g.w.big) continue;
-                const float* src = d + (kAlpha * i + j) * p.depth + (ph * sw + pw) * p.cin;
+                const float* src = d + (S::kAlpha * i + j) * p.depth + (ph * sw + pw) * p.cin;
                 float* dst = big_image + (row * g.w.big + col) * p.cin;
                 for (int64_t c = 0; c < p.cin; ++c) dst[c] += src[c];
               }
@@ -545,25 +624,27 @@ void scatter_input_tiles_group(const ConvGeometry& g, const Plan& p, const float
   }
 }
 
-// c[p] = a[p] · b[p] for the 16 points, a[p] rows x a_cols (row-major, [16][rows][a_cols]),
+// c[p] = a[p] · b[p] for the a² points, a[p] rows x a_cols (row-major, [a²][rows][a_cols]),
 // c[p] rows x b[p].rows, each product on one thread (the pool's threads share them where
 // groups do not run one per thread).
+template <class S>
 void multiply_points(int64_t rows, const float* a, int64_t a_cols,
-                     const std::array<PackSource<float>, kPoints>& b, float* c,
+                     const std::array<PackSource<float>, S::kPoints>& b, float* c,
                      TaskRunner& runner) {
   const int64_t c_cols = b[0].rows;
-  run_tasks(runner, kPoints, [&](int64_t pt) {
+  run_tasks(runner, S::kPoints, [&](int64_t pt) {
     SerialRunner serial;
     gemm<float>(strided_source<float, float>(a + pt * rows * a_cols, rows, a_cols, a_cols, 1), b[pt],
                 {}, serial, GemmAccumulator<float>{c + pt * rows * c_cols, c_cols});
   });
 }
 
-// du[p] = v[p]ᵀ · z[p] for the 16 points (a group's share of the kernel's transformed
-// gradient, [16][depth][cout]), each product on one thread.
+// du[p] = v[p]ᵀ · z[p] for the a² points (a group's share of the kernel's transformed
+// gradient, [a²][depth][cout]), each product on one thread.
+template <class S>
 void kernel_gradient_points(const Plan& p, int64_t rows, const float* v, const float* z,
                             float* du, TaskRunner& runner) {
-  run_tasks(runner, kPoints, [&](int64_t pt) {
+  run_tasks(runner, S::kPoints, [&](int64_t pt) {
     SerialRunner serial;
     gemm<float>(strided_source<float, float>(v + pt * rows * p.depth, p.depth, rows, 1, p.depth),
                 strided_source<float, float>(z + pt * rows * p.cout, p.cout, rows, 1, p.cout), {},
@@ -584,62 +665,62 @@ const float* formed_dz(const ConvBackwardArgs<float>& a, int64_t offset, int64_t
 
 // for_each_group_summing over [dU; db] (db: `bias_channels`), then dkernel = Gᵀ dU G (the
 // taps past the kernel's end discarded) and dbias = db where set.
-template <int R, typename Fn>
+template <class S, typename Fn>
 void sum_kernel_gradient(const ConvBackwardArgs<float>& a, const Plan& p, int64_t bias_channels,
                          TaskRunner& runner, Fn&& group_share) {
   const ConvGeometry& g = a.geometry;
-  const int64_t du_count = kPoints * p.depth * p.cout;
+  const int64_t du_count = S::kPoints * p.depth * p.cout;
   float* du = packing_scratch<float, kKernelGradSlot>(du_count + bias_channels);
   for_each_group_summing<float>(g.batch, p.group, runner, du_count + bias_channels, du,
                                 [&](int64_t n0, int64_t images, TaskRunner& runner,
                                     float* share) {
                                   group_share(n0, images, runner, share, share + du_count);
                                 });
-  for_each_phase_channel<R>(g, p, a.dkernel, static_cast<float*>(nullptr), runner,
-                            [&](int64_t d, float* const taps[R][R]) {
-                              transform_kernel_adjoint<R>(du + d * p.cout, p.depth * p.cout,
+  for_each_phase_channel<S>(g, p, a.dkernel, static_cast<float*>(nullptr), runner,
+                            [&](int64_t d, float* const taps[S::kR][S::kR]) {
+                              transform_kernel_adjoint<S>(du + d * p.cout, p.depth * p.cout,
                                                           p.cout, taps);
                             });
   if (a.dbias) std::copy(du + du_count, du + du_count + bias_channels, a.dbias);
 }
 
 // conv2d: y = act(Aᵀ (V · U) A + bias), V from x's tiles.
-template <int R>
+template <class S>
 void conv2d_forward_winograd(const ConvForwardArgs<float>& a, const Plan& p, TaskRunner& runner) {
   const ConvGeometry& g = a.geometry;
   const float* zeros = zeros_for(g, p);
-  const auto u = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/true, runner);
+  const auto u = transformed_kernel<S>(g, p, a.kernel, zeros, /*filters_as_rows=*/true, runner);
   const int64_t big_image = g.h.big * g.w.big * p.cin, small_image = g.h.small * g.w.small * p.cout;
   for_each_group(g.batch, p.group, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
     const int64_t rows = images * p.tiles;
-    float* v = packing_scratch<float, kInputSlot>(kPoints * rows * p.depth);
-    float* m = packing_scratch<float, kProductSlot>(kPoints * rows * p.cout);
-    transform_input_group<R>(g, p, a.x + n0 * big_image, images, zeros, v, runner);
-    multiply_points(rows, v, p.depth, u, m, runner);
+    float* v = packing_scratch<float, kInputSlot>(S::kPoints * rows * p.depth);
+    float* m = packing_scratch<float, kProductSlot>(S::kPoints * rows * p.cout);
+    transform_input_group<S>(g, p, a.x + n0 * big_image, images, zeros, v, runner);
+    multiply_points<S>(rows, v, p.depth, u, m, runner);
     const int64_t first = n0 * small_image;
-    transform_output_group<R>(g, p, m, images,
+    transform_output_group<S>(g, p, m, images,
                               {a.y + first, a.bias, a.act, a.z ? a.z + first : nullptr}, runner);
   });
 }
 
 // conv2d_transpose, conv2d's input gradient: y = act(bias + the tiles of Z · Uᵀ), Z from
 // x's tiles (x is the small tensor).
-template <int R>
+template <class S>
 void conv2d_transpose_forward_winograd(const ConvForwardArgs<float>& a, const Plan& p,
                                        TaskRunner& runner) {
   const ConvGeometry& g = a.geometry;
   const float* zeros = zeros_for(g, p);
-  const auto u = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/false, runner);
+  const auto u = transformed_kernel<S>(g, p, a.kernel, zeros, /*filters_as_rows=*/false, runner);
   const int64_t big_pixels = g.h.big * g.w.big, small_image = g.h.small * g.w.small * p.cout;
   for_each_group(g.batch, p.group, runner, [&](int64_t n0, int64_t images, TaskRunner& runner) {
     const int64_t rows = images * p.tiles;
-    float* z = packing_scratch<float, kGradientSlot>(kPoints * rows * p.cout);
-    float* e = packing_scratch<float, kInputGradSlot>(kPoints * rows * p.depth);
-    transform_gradient_group<R>(g, p, a.x + n0 * small_image, images, zeros, z, runner);
-    multiply_points(rows, z, p.cout, u, e, runner);
+    float* z = packing_scratch<float, kGradientSlot>(S::kPoints * rows * p.cout);
+    float* e = packing_scratch<float, kInputGradSlot>(S::kPoints * rows * p.depth);
+    transform_gradient_group<S>(g, p, a.x + n0 * small_image, images, zeros, z, runner);
+    multiply_points<S>(rows, z, p.cout, u, e, runner);
     float* y = a.y + n0 * big_pixels * p.cin;
     float* pre = a.z ? a.z + n0 * big_pixels * p.cin : nullptr;
-    scatter_input_tiles_group<R>(g, p, e, images, y, runner);
+    scatter_input_tiles_group<S>(g, p, e, images, y, runner);
     run_tasks(runner, images, [&](int64_t image) {
       float* yi = y + image * big_pixels * p.cin;
       epilogue_bias_act<float, float>(yi, p.cin, big_pixels, p.cin, a.bias, 0, a.act, yi, p.cin,
@@ -652,48 +733,50 @@ void conv2d_transpose_forward_winograd(const ConvForwardArgs<float>& a, const Pl
 // conv2d_transpose) and x on the other; V are the big tensor's tiles, Z the small one's,
 // and dU = Σ Vᵀ · Z. dx is conv2d's input gradient of dz (the tiles of Z · Uᵀ added into
 // the big pixels) or, for conv2d_transpose, conv2d of dz (Aᵀ (V · U) A).
-template <int R, bool kTranspose>
+template <class S, bool kTranspose>
 void backward_winograd(const ConvBackwardArgs<float>& a, const Plan& p, TaskRunner& runner) {
   const ConvGeometry& g = a.geometry;
   const float* zeros = zeros_for(g, p);
-  const auto u = transformed_kernel<R>(g, p, a.kernel, zeros, /*filters_as_rows=*/kTranspose,
+  const auto u = transformed_kernel<S>(g, p, a.kernel, zeros, /*filters_as_rows=*/kTranspose,
                                        runner);
   const int64_t big_image = g.h.big * g.w.big * p.cin, small_image = g.h.small * g.w.small * p.cout;
   const int64_t dz_channels = kTranspose ? p.cin : p.cout;
   const int64_t dz_image = kTranspose ? big_image : small_image;
-  sum_kernel_gradient<R>(a, p, dz_channels, runner, [&](int64_t n0, int64_t images,
+  sum_kernel_gradient<S>(a, p, dz_channels, runner, [&](int64_t n0, int64_t images,
                                                         TaskRunner& runner, float* du, float* db) {
     const int64_t rows = images * p.tiles;
     const float* dz = formed_dz(a, n0 * dz_image, images * dz_image, runner);
     std::fill(db, db + dz_channels, 0.0f);  // the share is not zeroed (du is stored whole)
     if (a.dbias) add_column_sums(dz, images * dz_image / dz_channels, dz_channels, db);
-    float* v = packing_scratch<float, kInputSlot>(kPoints * rows * p.depth);
-    float* z = packing_scratch<float, kGradientSlot>(kPoints * rows * p.cout);
-    transform_input_group<R>(g, p, kTranspose ? dz : a.x + n0 * big_image, images, zeros, v,
+    float* v = packing_scratch<float, kInputSlot>(S::kPoints * rows * p.depth);
+    float* z = packing_scratch<float, kGradientSlot>(S::kPoints * rows * p.cout);
+    transform_input_group<S>(g, p, kTranspose ? dz : a.x + n0 * big_image, images, zeros, v,
                              runner);
-    transform_gradient_group<R>(g, p, kTranspose ? a.x + n0 * small_image : dz, images, zeros, z,
+    transform_gradient_group<S>(g, p, kTranspose ? a.x + n0 * small_image : dz, images, zeros, z,
                                 runner);
-    kernel_gradient_points(p, rows, v, z, du, runner);
+    kernel_gradient_points<S>(p, rows, v, z, du, runner);
     if constexpr (kTranspose) {
-      float* m = packing_scratch<float, kProductSlot>(kPoints * rows * p.cout);
-      multiply_points(rows, v, p.depth, u, m, runner);
-      transform_output_group<R>(g, p, m, images, {a.dx + n0 * small_image, nullptr, {}, nullptr},
+      float* m = packing_scratch<float, kProductSlot>(S::kPoints * rows * p.cout);
+      multiply_points<S>(rows, v, p.depth, u, m, runner);
+      transform_output_group<S>(g, p, m, images, {a.dx + n0 * small_image, nullptr, {}, nullptr},
                                 runner);
     } else {
-      float* dv = packing_scratch<float, kInputGradSlot>(kPoints * rows * p.depth);
-      multiply_points(rows, z, p.cout, u, dv, runner);
-      scatter_input_tiles_group<R>(g, p, dv, images, a.dx + n0 * big_image, runner);
+      float* dv = packing_scratch<float, kInputGradSlot>(S::kPoints * rows * p.depth);
+      multiply_points<S>(rows, z, p.cout, u, dv, runner);
+      scatter_input_tiles_group<S>(g, p, dv, images, a.dx + n0 * big_image, runner);
     }
   });
 }
 
-// pass(std::integral_constant<int, R>) with R the plan's taps per phase.
+// pass(S{}) with S the plan's scheme.
 template <typename Pass>
-void with_phase_taps(const Plan& p, Pass&& pass) {
-  if (p.r == 2) {
-    pass(std::integral_constant<int, 2>{});
+void with_scheme(const Plan& p, Pass&& pass) {
+  if (p.r == 3) {
+    pass(F2x3{});
+  } else if (p.alpha == 5) {
+    pass(F4x2{});
   } else {
-    pass(std::integral_constant<int, 3>{});
+    pass(F3x2{});
   }
 }
 
@@ -708,26 +791,26 @@ bool conv_winograd_fits(const ConvGeometry& g) {
   const double rows = double(g.batch) * double(p.tiles);
   const double direct = double(g.batch) * double(g.h.small) * double(g.w.small) *
                         double(g.h.kernel) * double(g.w.kernel) * double(p.cin) * double(p.cout);
-  const double winograd = kPoints * (rows * pairs + kKernelCost * pairs +
+  const double winograd = double(p.alpha * p.alpha) * (rows * pairs + kKernelCost * pairs +
                                      kTransformCost * rows * double(p.depth + p.cout));
   return direct >= kMinSpeedup * winograd;
 }
 
 void winograd_conv2d_forward(const ConvForwardArgs<float>& a, TaskRunner& runner) {
   const Plan p = plan_of(a.geometry);
-  with_phase_taps(p, [&](auto r) { conv2d_forward_winograd<r>(a, p, runner); });
+  with_scheme(p, [&](auto scheme) { conv2d_forward_winograd<decltype(scheme)>(a, p, runner); });
 }
 void winograd_conv2d_backward(const ConvBackwardArgs<float>& a, TaskRunner& runner) {
   const Plan p = plan_of(a.geometry, /*backward=*/true);
-  with_phase_taps(p, [&](auto r) { backward_winograd<r, false>(a, p, runner); });
+  with_scheme(p, [&](auto scheme) { backward_winograd<decltype(scheme), false>(a, p, runner); });
 }
 void winograd_conv2d_transpose_forward(const ConvForwardArgs<float>& a, TaskRunner& runner) {
   const Plan p = plan_of(a.geometry);
-  with_phase_taps(p, [&](auto r) { conv2d_transpose_forward_winograd<r>(a, p, runner); });
+  with_scheme(p, [&](auto scheme) { conv2d_transpose_forward_winograd<decltype(scheme)>(a, p, runner); });
 }
 void winograd_conv2d_transpose_backward(const ConvBackwardArgs<float>& a, TaskRunner& runner) {
   const Plan p = plan_of(a.geometry, /*backward=*/true);
-  with_phase_taps(p, [&](auto r) { backward_winograd<r, true>(a, p, runner); });
+  with_scheme(p, [&](auto scheme) { backward_winograd<decltype(scheme), true>(a, p, runner); });
 }
 
 }  // namespace fusedlayers
