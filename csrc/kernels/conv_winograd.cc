@@ -41,13 +41,17 @@ namespace {
 // A tiling F(m x m, r x r): R taps per phase and axis (fewer are padded with zero
 // taps), A points per axis of a transformed tile (A x A products per tile: one GEMM
 // each), M = A + 1 - R outputs per tile and axis.
-template <int R, int A>
+// kDivisor: the transforms back from the points (output, input adjoint, kernel adjoint)
+// end with a division by it, the other transforms' matrices being integer multiples of
+// the algorithm's (see input_axis).
+template <int R, int A, int kDivisorOf = 1>
 struct Scheme {
   static constexpr int kR = R, kAlpha = A, kPoints = A * A, kM = A + 1 - R;
+  static constexpr int kDivisor = kDivisorOf;
 };
-using F3x2 = Scheme<2, 4>;  // points 0, 1, -1 and infinity
-using F2x3 = Scheme<3, 4>;  // the same points
-using F4x2 = Scheme<2, 5>;  // points 0, 1, -1, 2 and infinity
+using F3x2 = Scheme<2, 4>;      // points 0, 1, -1 and infinity
+using F2x3 = Scheme<3, 4>;      // the same points
+using F4x2 = Scheme<2, 5, 36>;  // points 0, 1, -1, 2 and infinity
 
 // Elements of V and M per group of images (1 MiB of float), so that they stay in a 1-2
 // MiB L2 between the transforms and the products (against 4 MiB, one thread, native
@@ -178,11 +182,14 @@ Plan plan_of(const ConvGeometry& g, bool backward = false) {
 
 // The transforms on one axis of a tile, for F(3, 2) and F(2, 3) (points 0, 1, -1, inf)
 // and F(4, 2) (points 0, 1, -1, 2, inf); the 2D ones apply them to columns, then rows.
-// The loops over channels are the vectors. F(4, 2)'s rows of B hold 2 and 3 and its G
-// 1/6 and 1/3 (scaled so that the input transform, run per tile, stays in integers);
-// multiples other than powers of two are written as additions and every non-power-of-2
-// scale comes last, so that no multiply-add is contracted differently on different
-// widths (a product by a power of two is exact, contracted or not).
+// The loops over channels are the vectors. F(4, 2)'s B, G and A are kept in integers,
+// A as 6 times the algorithm's, so that the transforms are exact on integer-valued data
+// and only the division by 36 at the end of the transforms back rounds (a relu's
+// derivative at exactly zero then sees the same zeros as a direct sum; with 1/6 inside G,
+// DCGAN's fwd+bwd on the benchmark's integer-valued inputs was off by 4e-2). Multiples
+// other than powers of two are written as additions, so that no multiply-add is
+// contracted differently on different widths (a product by a power of two is exact,
+// contracted or not).
 template <class S>
 inline void input_axis(const float* d, float* e) {  // e = Bᵀ d
   if constexpr (S::kAlpha == 5) {
@@ -202,12 +209,13 @@ inline void input_axis(const float* d, float* e) {  // e = Bᵀ d
 
 template <class S>
 inline void output_axis(const float* t, float* o) {  // o = Aᵀ t
-  if constexpr (S::kAlpha == 5) {
-    const float t3x2 = t[3] + t[3], t3x4 = t3x2 + t3x2;
-    o[0] = t[0] + t[1] + t[2] + t[3];
-    o[1] = (t[1] - t[2]) + t3x2;
-    o[2] = (t[1] + t[2]) + t3x4;
-    o[3] = ((t[1] - t[2]) + (t3x4 + t3x4)) + t[4];
+  if constexpr (S::kAlpha == 5) {  // 6 Aᵀ
+    const float t1x3 = (t[1] + t[1]) + t[1], t3x2 = t[3] + t[3], t3x4 = t3x2 + t3x2;
+    const float t4x3 = (t[4] + t[4]) + t[4];
+    o[0] = ((((t[0] + t[0]) + t[0]) + t1x3) + t[2]) + t[3];
+    o[1] = (t1x3 - t[2]) + t3x2;
+    o[2] = (t1x3 + t[2]) + t3x4;
+    o[3] = ((t1x3 - t[2]) + (t3x4 + t3x4)) + (t4x3 + t4x3);
   } else {
     o[0] = t[0] + t[1] + t[2];
     if constexpr (S::kR == 2) {
@@ -222,11 +230,10 @@ inline void output_axis(const float* t, float* o) {  // o = Aᵀ t
 template <class S>
 inline void kernel_axis(const float* g, float* u) {  // u = G g
   if constexpr (S::kAlpha == 5) {
-    constexpr float kSixth = 1.0f / 6.0f;
-    u[0] = g[0] * 0.5f;
-    u[1] = (g[0] + g[1]) * 0.5f;
-    u[2] = (g[0] - g[1]) * kSixth;
-    u[3] = (g[0] + (g[1] + g[1])) * kSixth;
+    u[0] = g[0];
+    u[1] = g[0] + g[1];
+    u[2] = g[0] - g[1];
+    u[3] = g[0] + (g[1] + g[1]);
     u[4] = g[1];
   } else if constexpr (S::kR == 2) {
     u[0] = g[0];
@@ -248,14 +255,19 @@ inline void kernel_axis(const float* g, float* u) {  // u = G g
 // expression, so no multiply-add can be contracted differently on different widths.
 template <class S>
 inline void gradient_axis(const float* t, float* w) {  // w = A t, t of m entries
-  w[0] = t[0];
-  if constexpr (S::kAlpha == 5) {
+  if constexpr (S::kAlpha == 5) {  // 6 A
+    const float sum = ((t[0] + t[1]) + t[2]) + t[3];
     const float t2x4 = (t[2] + t[2]) + (t[2] + t[2]), t3x8 = (t[3] + t[3]) * 4.0f;
-    w[1] = t[0] + t[1] + t[2] + t[3];
+    const float t3x3 = (t[3] + t[3]) + t[3];
+    w[0] = (t[0] + t[0]) + t[0];
+    w[1] = (sum + sum) + sum;
     w[2] = ((t[0] - t[1]) + t[2]) - t[3];
     w[3] = ((t[0] + (t[1] + t[1])) + t2x4) + t3x8;
-    w[4] = t[3];
-  } else if constexpr (S::kR == 2) {
+    w[4] = t3x3 + t3x3;
+    return;
+  }
+  w[0] = t[0];
+  if constexpr (S::kR == 2) {
     w[1] = t[0] + t[1] + t[2];
     w[2] = t[0] - t[1] + t[2];
     w[3] = t[2];
@@ -291,10 +303,8 @@ inline void input_adjoint_axis(const float* e, float* d) {  // d = B e
 template <class S>
 inline void kernel_adjoint_axis(const float* u, float* g) {  // g = Gᵀ u
   if constexpr (S::kAlpha == 5) {
-    constexpr float kSixth = 1.0f / 6.0f;
-    const float u01 = u[0] + u[1], u1x3 = (u[1] + u[1]) + u[1], u4x3 = (u[4] + u[4]) + u[4];
-    g[0] = (((u01 + u01) + u01) + (u[2] + u[3])) * kSixth;
-    g[1] = (((u1x3 - u[2]) + (u[3] + u[3])) + (u4x3 + u4x3)) * kSixth;
+    g[0] = ((u[0] + u[1]) + u[2]) + u[3];
+    g[1] = ((u[1] - u[2]) + (u[3] + u[3])) + u[4];
   } else if constexpr (S::kR == 2) {
     g[0] = ((u[0] + u[0]) + (u[1] + u[2])) * 0.5f;
     g[1] = ((u[1] - u[2]) + (u[3] + u[3])) * 0.5f;
@@ -307,7 +317,7 @@ inline void kernel_adjoint_axis(const float* u, float* g) {  // g = Gᵀ u
 
 // One channel's 2D transform: `axis` (In values to Out) applied to each column of the
 // In x In tile at(i, j), then to each row; put(i, j, value) for i, j < Out.
-template <int In, int Out, typename Axis, typename At, typename Put>
+template <int In, int Out, int kDivisor = 1, typename Axis, typename At, typename Put>
 inline void transform_2d(Axis axis, At at, Put put) {
   float t[Out][In], col[In], o[Out];
   for (int j = 0; j < In; ++j) {
@@ -317,7 +327,7 @@ inline void transform_2d(Axis axis, At at, Put put) {
   }
   for (int i = 0; i < Out; ++i) {
     axis(t[i], o);
-    for (int j = 0; j < Out; ++j) put(i, j, o[j]);
+    for (int j = 0; j < Out; ++j) put(i, j, kDivisor == 1 ? o[j] : o[j] / float(kDivisor));
   }
 }
 
@@ -356,7 +366,7 @@ void transform_output(const float* mp, int64_t stride, int64_t n, float* out, in
   constexpr int m = S::kM;
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    transform_2d<S::kAlpha, m>(
+    transform_2d<S::kAlpha, m, S::kDivisor>(
         output_axis<S>, [&](int i, int j) { return mp[(S::kAlpha * i + j) * stride + c]; },
         [&](int i, int j, float x) { out[(i * m + j) * ldo + c] = x; });
   }
@@ -395,7 +405,7 @@ FUSEDLAYERS_VECTOR_CLONES
 void transform_kernel_adjoint(const float* up, int64_t stride, int64_t n, float* const dst[S::kR][S::kR]) {
 #pragma GCC ivdep
   for (int64_t c = 0; c < n; ++c) {
-    transform_2d<S::kAlpha, S::kR>(
+    transform_2d<S::kAlpha, S::kR, S::kDivisor>(
         kernel_adjoint_axis<S>, [&](int i, int j) { return up[(S::kAlpha * i + j) * stride + c]; },
         [&](int a, int b, float x) { dst[a][b][c] = x; });
   }
@@ -620,6 +630,14 @@ void scatter_input_tiles_group(const ConvGeometry& g, const Plan& p, const float
           }
         }
       }
+    });
+  }
+  if constexpr (S::kDivisor != 1) {
+    // The tiles' sums divided once per pixel (not each tile's share of it).
+    const int64_t row = g.w.big * p.cin;
+    run_tasks(runner, images * g.h.big, [&](int64_t r) {
+      float* x = big + r * row;
+      for (int64_t e = 0; e < row; ++e) x[e] = x[e] / float(S::kDivisor);
     });
   }
 }
