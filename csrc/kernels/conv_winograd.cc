@@ -13,9 +13,10 @@
 // r x r taps (zero past the kernel's end): k4 s2 is F(3x3, 2x2) or F(4x4, 2x2) with 4x
 // the channels, k3 s1 is F(2x2, 3x3). The 4-point tilings use the points 0, 1, -1 and
 // infinity, whose transforms add and subtract (and halve, in G) only, so rounding grows
-// little beyond a direct sum's; F(4x4, 2x2) adds the point 2 (B's entries up to 3, G's
-// 1/6 and 1/3): max relative error against float64 1-2e-6 for k4 s2 layers of 8 to 16
-// channels where F(3x3, 2x2) gives 2-3e-7, a float sum's rounding either way.
+// little beyond a direct sum's; F(4x4, 2x2) adds the point 2 (integer B, G and 6 A with
+// entries up to 8, and a division by 36 at the end): max relative error against float64
+// 1-4e-6 for k4 s2 layers of 8 to 16 channels where F(3x3, 2x2) gives 2-3e-7, a float
+// sum's rounding either way, and exact results on integer-valued data, as a direct sum.
 //
 // Per tile of 3 x 3 outputs (r = 2) the products cost 16 multiplications per channel
 // pair where a direct k4 s2 convolution costs 9 x 16 / 4 = 36: 2.25x fewer, less the
