@@ -348,8 +348,8 @@ void bias_forward_rows_run(float slope, const float* tile, int64_t ld_tile, int6
   float bias_tail[L] = {};
   if (bias && full < cols) std::memcpy(bias_tail, bias + full, (cols - full) * sizeof(float));
   // Whole vectors of every row, then the rows' tails: with the tail inside the row loop,
-  // GCC loaded the activation's constants again for each row (a conv tile's row is
-  // often two vectors: Conv2D 64x64x3->32 elu, 2.3 of 14 instructions a vector).
+  // GCC loaded the activation's constants again for each row, and a conv tile's row is
+  // often two vectors (Conv2D 64x64x3->32 elu, one thread: the epilogue 0.26 -> 0.20 ms).
   if (full > 0) {
     for (int64_t i = 0; i < rows; ++i) {
       const float* t = tile + i * ld_tile;

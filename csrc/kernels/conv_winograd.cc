@@ -136,11 +136,12 @@ int alpha_for(int64_t r, const ConvGeometry& g) {
 // Whether the algorithm computes g's convolution: no dilation, at most 3 taps per phase
 // (fewer are padded with zero taps), within the memory bounds.
 bool winograd_applies(const ConvGeometry& g) {
-  if (g.h.dilation != 1 || g.w.dilation != 1 || taps_per_phase(g) > 3 || g.batch <= 0 ||
-      g.h.small <= 0 || g.w.small <= 0 || g.big_channels <= 0 || g.small_channels <= 0) {
+  const int64_t r = taps_per_phase(g);
+  if (g.h.dilation != 1 || g.w.dilation != 1 || r > 3 || g.batch <= 0 || g.h.small <= 0 ||
+      g.w.small <= 0 || g.big_channels <= 0 || g.small_channels <= 0) {
     return false;
   }
-  const int64_t r = taps_per_phase(g), alpha = alpha_for(r, g), m = alpha + 1 - r;
+  const int64_t alpha = alpha_for(r, g), m = alpha + 1 - r;
   const double points = double(alpha * alpha);
   const double tiles = double(ceil_div(g.h.small, m)) * double(ceil_div(g.w.small, m));
   const double depth = double(g.h.stride) * double(g.w.stride) * double(g.big_channels);
@@ -253,7 +254,8 @@ inline void kernel_axis(const float* g, float* u) {  // u = G g
 // Their adjoints, for the backward: y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A is linear in g and in
 // d, so with dz's tiles transformed as Z = A dz Aᵀ, the input's tiles get B (Z ⊙ U) Bᵀ
 // and the kernel Gᵀ (Σ Z ⊙ V) G, the sum over every tile. Halving comes last in each
-// expression, so no multiply-add can be contracted differently on different widths.
+// expression (F(4, 2) divides in transform_2d), so no multiply-add can be contracted
+// differently on different widths.
 template <class S>
 inline void gradient_axis(const float* t, float* w) {  // w = A t, t of m entries
   if constexpr (S::kAlpha == 5) {  // 6 A
