@@ -307,12 +307,16 @@ def test_each_conv_method(method, isa):
 
 
 # Shapes whose float32 passes the shape rule sends to Winograd's algorithm: F(2x2, 3x3)
-# and, for k4 s2, F(3x3, 2x2) on the four stride phases; conv2d_transpose as conv2d's
-# input gradient. (transpose, x, kernel [kh, kw, big C, small C], strides, padding)
+# and, for k4 s2, F(3x3, 2x2) or F(4x4, 2x2) on the four stride phases; conv2d_transpose
+# as conv2d's input gradient. (transpose, x, kernel [kh, kw, big C, small C], strides,
+# padding). The last two sit just above the rule's margin (DCGAN's 8x8x256->128 at the
+# quick grid's batch 16; a batch-4 k3 layer on 8x8).
 WINOGRAD_SHAPES = {
     "k3-s1-same": (False, (8, 16, 16, 128), (3, 3, 128, 64), (1, 1), "same"),
     "k4-s2-valid": (False, (32, 14, 14, 64), (4, 4, 64, 128), (2, 2), "valid"),
     "transpose-k4-s2-same": (True, (16, 16, 16, 128), (4, 4, 64, 128), (2, 2), "same"),
+    "transpose-k4-s2-same-8x8x256": (True, (16, 8, 8, 256), (4, 4, 128, 256), (2, 2), "same"),
+    "k3-s1-same-batch4": (False, (4, 8, 8, 128), (3, 3, 128, 128), (1, 1), "same"),
 }
 
 WINOGRAD_CHILD = """
