@@ -85,13 +85,13 @@ constexpr int64_t kBackwardMinRows = 256;
 // Conv2DTranspose k4 s2 same: 8x8x256->128 batch 4 / 8 / 16 / 32 0.55 / 0.92 / 1.22 /
 // 1.53 against 0.50 / 0.82 / 1.21 / 1.58, 16x16x128->64 batch 4 / 16 1.30 / 1.71 against
 // 1.15 / 1.72. The rule from round 8 (one pair of costs, 64 and 20, fitted to the native
-// harness, and a margin of 1.25) underrated the 4-point passes by 10-35% here and left
+// harness, and a margin of 1.25) underrated the 4-point tilings by 10-35% here and left
 // DCGAN's 8x8x256->128 at batch 16 on the lowered method, 1.22x slower. A small margin
 // stays: predictions stray from these measurements by up to 15%, and the nearest shapes
 // below it, 14x14x64->128 batch 8 (0.98) and 13x13x32->64 (0.96), measured 0.95 and 0.94.
-// Shapes the refit moved to Winograd, checked the same way
-// afterwards: k3 s1 same 16x16x64->64 batch 2 1.08x, 8x8x128->128 batch 4 1.19x,
-// 16x16x32->32 batch 32 1.26x, 8x8x64->64 batch 16 1.21x faster than lowered.
+// Shapes the refit moved to Winograd, checked the same way afterwards: k3 s1 same
+// 16x16x64->64 batch 2 1.08x, 8x8x128->128 batch 4 1.19x, 16x16x32->32 batch 32 1.26x,
+// 8x8x64->64 batch 16 1.21x faster than lowered.
 struct SchemeCosts {
   double kernel_cost, transform_cost;
 };
