@@ -353,7 +353,7 @@ inline void transform_2d(Axis axis, At at, Put put) {
 // The transforms' loops over channels c < n, one function each so that each is compiled
 // per vector width. Transformed tiles are stored point by point: x[p * stride + c].
 
-// v = Bᵀ d B, d[i][j] = src[4 i + j][c].
+// v = Bᵀ d B, d[i][j] = src[a i + j][c] (a = S::kAlpha).
 template <class S>
 FUSEDLAYERS_VECTOR_CLONES
 void transform_input(const std::array<const float*, S::kPoints>& src, int64_t n, float* v,
