@@ -581,12 +581,27 @@ struct GemmCall {
 // types (bf16) read it in place where the kernel interleaves a depth pair's two rows in
 // registers (MicroKernel::row_pairs_by_rows); the others pack it.
 constexpr int64_t kInPlaceBMaxRows = 64;
+// A tile whose depth step reads a single cache line of B's row (AVX2's 16 floats or 8
+// doubles; AVX-512's tiles read two) comes back to each row's page for every 64 bytes:
+// in place, it loses to packed panels from a few tiles of rows on. Zen 3, dense forward
+// in tf.function, two threads, alternating in one process, in place -> packed: x 4096 ->
+// 4096 at 8 rows 8.7 -> 8.6 ms, 16 rows 11.6 -> 11.4, 20 rows 13.7 -> 12.0, 32 rows 17.8
+// -> 13.6, 64 rows 45 -> 23 ms; 32 x 1024 -> 1024 1.49 -> 1.45 ms, but 16 x 1024 -> 1024
+// 1.14 -> 1.21 ms. (On Zen 4's AVX-512 tiles in place won up to 64 rows.)
+constexpr int64_t kInPlaceBMaxRowsOneLine = 16;
+
+// Bytes of one B row a tile reads per depth group (nr elements of G rows).
+template <typename In>
+int64_t tile_row_bytes() {
+  return engine<In>().mk.nr * kDepthGroup<In> * int64_t(sizeof(In));
+}
 
 template <typename In>
 bool reads_b_in_place(const PackSource<In>& b, int64_t m) {
   const bool kernel_reads_rows =
       kDepthGroup<In> == 1 || engine<In>().mk.row_pairs_by_rows[1] != nullptr;
-  return kernel_reads_rows && b.data && !b.packed && b.row_stride == 1 && m <= kInPlaceBMaxRows;
+  const int64_t max_rows = tile_row_bytes<In>() > 64 ? kInPlaceBMaxRows : kInPlaceBMaxRowsOneLine;
+  return kernel_reads_rows && b.data && !b.packed && b.row_stride == 1 && m <= max_rows;
 }
 
 // Likewise with few columns: a plain A whose rows are contiguous in depth is
@@ -608,11 +623,15 @@ bool reads_b_in_strips(const PackSource<In>& a, const PackSource<In>& b, int64_t
 }
 
 // B read in place by register tiles kParkedDepthStep depth steps at a time, their sums
-// parked between steps (run_parked_column): its rows kParkedRowBytes or more apart.
+// parked between steps (run_parked_column): its rows kParkedRowBytes or more apart. Tiles
+// that read one line a row (see kInPlaceBMaxRowsOneLine) park only a single tile of rows:
+// Zen 3, x 4096 -> 4096 as there, parked -> not: 5 rows 5.9 -> 6.5 ms, 8 rows 8.7 -> 8.3,
+// 12 rows 8.4 -> 7.8 ms.
 template <typename In>
 bool reads_b_parked(const PackSource<In>& b, int64_t m) {
+  const bool rows_ok = tile_row_bytes<In>() > 64 || m <= engine<In>().mk.mr;
   return reads_b_in_place(b, m) && b.depth_stride * int64_t(sizeof(In)) >= kParkedRowBytes &&
-         engine<In>().mk.parked_by_rows[1];
+         rows_ok && engine<In>().mk.parked_by_rows[1];
 }
 
 // C with few rows whose B cannot be read in place but is depth-contiguous (a dense
