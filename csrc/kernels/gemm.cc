@@ -607,9 +607,16 @@ bool reads_b_in_place(const PackSource<In>& b, int64_t m) {
 // Likewise with few columns: a plain A whose rows are contiguous in depth is
 // broadcast from in place, each of its elements being used only once per nr columns
 // (for bf16, each pair of them: the row's depth pairs are already side by side).
+// The AVX2 tiles (see kInPlaceBMaxRowsOneLine) pay for packing A over more columns:
+// Zen 3, dense forward in tf.function, two threads, alternating in one process, packed
+// -> in place: 4096 x 100 -> 100 1.61 -> 1.48 ms, 4096 x 784 -> 256 16.0 -> 14.7 ms,
+// 256 x 784 -> 256 1.88 -> 1.55 ms; 512 columns within 2%, 1024 columns 2-4% slower.
+constexpr int64_t kInPlaceAMaxColsOneLine = 256;
+
 template <typename In>
 bool reads_a_in_place(const PackSource<In>& a, int64_t n) {
-  return a.data && a.depth_stride == 1 && n <= kInPlaceBMaxRows &&
+  const int64_t max_cols = tile_row_bytes<In>() > 64 ? kInPlaceBMaxRows : kInPlaceAMaxColsOneLine;
+  return a.data && a.depth_stride == 1 && n <= max_cols &&
          engine<In>().mk.by_rows_a_in_place[1] != nullptr;
 }
 
@@ -639,9 +646,11 @@ bool reads_b_parked(const PackSource<In>& b, int64_t m) {
 // transposed, Cᵀ = B·Aᵀ, reading B in place as the A side instead of transposing all
 // of it into packed panels. Even at one row, where Cᵀ's micro-tiles are mostly empty
 // columns, reading W once beats transposing it (batch 1, 4096 x 4096: W is 64 MiB).
+// At most kInPlaceBMaxRows rows on every ISA (measured so; AVX2's wider reach for A in
+// place was measured on forward products only).
 template <typename In>
 bool computes_transposed(const PackSource<In>& a, const PackSource<In>& b, int64_t m) {
-  return !b.packed && !reads_b_in_place(b, m) && reads_a_in_place(b, m);
+  return !b.packed && !reads_b_in_place(b, m) && m <= kInPlaceBMaxRows && reads_a_in_place(b, m);
 }
 
 // The tiles of Cᵀ handed on as tiles of C: transposed into a buffer for `epilogue`,
