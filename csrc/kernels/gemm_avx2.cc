@@ -16,6 +16,7 @@ struct Avx2Float {
   using T = float;
   using Reg = __m256;
   static constexpr int kLanes = 8;
+  static constexpr int kDepthUnroll = 4;  // see isa_generic::depth_unroll
   static Reg zero() { return _mm256_setzero_ps(); }
   static Reg load(const T* p) { return _mm256_loadu_ps(p); }
   static Reg broadcast(const T* p) { return _mm256_broadcast_ss(p); }
