@@ -609,8 +609,9 @@ bool reads_b_in_place(const PackSource<In>& b, int64_t m) {
 // (for bf16, each pair of them: the row's depth pairs are already side by side).
 // The AVX2 tiles (see kInPlaceBMaxRowsOneLine) pay for packing A over more columns:
 // Zen 3, dense forward in tf.function, two threads, alternating in one process, packed
-// -> in place: 4096 x 100 -> 100 1.61 -> 1.48 ms, 4096 x 784 -> 256 16.0 -> 14.7 ms,
-// 256 x 784 -> 256 1.88 -> 1.55 ms; 512 columns within 2%, 1024 columns 2-4% slower.
+// -> in place: 4096 x 100 -> 100 1.61 -> 1.48 ms, 256 x 784 -> 256 1.88 -> 1.55 ms,
+// 4096 x 784 -> 256 1.01-1.08x faster in two runs; 512 columns within 2%, 1024 columns
+// 2-4% slower.
 constexpr int64_t kInPlaceAMaxColsOneLine = 256;
 
 template <typename In>
