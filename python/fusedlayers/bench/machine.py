@@ -26,12 +26,19 @@ def _cpu_model(info):
 
 
 def _onednn():
-    """TensorFlow's oneDNN switch: on by default on x86 Linux, off with TF_ENABLE_ONEDNN_OPTS=0."""
+    """Whether stock TensorFlow runs its oneDNN kernels, as TensorFlow itself decided: by
+    default only on CPUs with AVX-512 (VNNI, BF16) or AMX, so an AVX2-only CPU runs
+    Eigen's unless TF_ENABLE_ONEDNN_OPTS=1; TF_ENABLE_ONEDNN_OPTS=0 turns it off."""
     value = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    if value is None:
-        return "on (default; TF_ENABLE_ONEDNN_OPTS unset)"
-    on = value.strip().lower() not in ("0", "false", "off")
-    return f"{'on' if on else 'off'} (TF_ENABLE_ONEDNN_OPTS={value})"
+    setting = "TF_ENABLE_ONEDNN_OPTS unset" if value is None else f"TF_ENABLE_ONEDNN_OPTS={value}"
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        on = _pywrap_util_port.IsMklEnabled()
+    except (ImportError, AttributeError):  # a TensorFlow without the query: the setting alone
+        if value is None:
+            return f"unknown ({setting})"
+        on = value.strip().lower() not in ("0", "false", "off")
+    return f"{'on' if on else 'off: Eigen kernels'} ({setting})"
 
 
 def usable_cores():
