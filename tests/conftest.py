@@ -4,10 +4,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The stock references run on TensorFlow's oneDNN kernels. TensorFlow turns oneDNN on by
-# default only on CPUs with AVX-512 (VNNI, BF16) or AMX; elsewhere (an AVX2-only Zen 3,
-# say) its Eigen kernels reject what Keras accepts: dilations in Conv2DBackpropInput
-# (every dilated Conv2DTranspose and every dilated conv's input gradient), channels_first
-# convolutions, and an empty transposed-conv output. Set before TensorFlow loads, and
+# default only on CPUs with VNNI (AVX-512 or AVX), AVX-512 BF16 or AMX; elsewhere (an
+# AVX2-only Zen 3, say) its Eigen kernels reject what Keras accepts: dilations in
+# Conv2DBackpropInput (every dilated Conv2DTranspose and every dilated conv's input
+# gradient), channels_first convolutions, and an empty transposed-conv output. Set before TensorFlow loads, and
 # inherited by the tests' child processes; TF_ENABLE_ONEDNN_OPTS=0 still wins.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

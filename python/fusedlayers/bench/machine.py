@@ -27,8 +27,8 @@ def _cpu_model(info):
 
 def _onednn():
     """Whether stock TensorFlow runs its oneDNN kernels, as TensorFlow itself decided: by
-    default only on CPUs with AVX-512 (VNNI, BF16) or AMX, so an AVX2-only CPU runs
-    Eigen's unless TF_ENABLE_ONEDNN_OPTS=1; TF_ENABLE_ONEDNN_OPTS=0 turns it off."""
+    default only on CPUs with VNNI (AVX-512 or AVX), AVX-512 BF16 or AMX, so an AVX2-only
+    CPU runs Eigen's unless TF_ENABLE_ONEDNN_OPTS=1; TF_ENABLE_ONEDNN_OPTS=0 turns it off."""
     value = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
     setting = "TF_ENABLE_ONEDNN_OPTS unset" if value is None else f"TF_ENABLE_ONEDNN_OPTS={value}"
     try:
