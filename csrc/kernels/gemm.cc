@@ -590,17 +590,18 @@ constexpr int64_t kInPlaceBMaxRows = 64;
 // 1.14 -> 1.21 ms. (On Zen 4's AVX-512 tiles in place won up to 64 rows.)
 constexpr int64_t kInPlaceBMaxRowsOneLine = 16;
 
-// Bytes of one B row a tile reads per depth group (nr elements of G rows).
+// Whether a tile reads a single 64-byte line of B's rows per depth group (nr elements
+// of G rows): the AVX2 tiles, which the *OneLine limits govern.
 template <typename In>
-int64_t tile_row_bytes() {
-  return engine<In>().mk.nr * kDepthGroup<In> * int64_t(sizeof(In));
+bool tiles_read_one_line() {
+  return engine<In>().mk.nr * kDepthGroup<In> * int64_t(sizeof(In)) <= 64;
 }
 
 template <typename In>
 bool reads_b_in_place(const PackSource<In>& b, int64_t m) {
   const bool kernel_reads_rows =
       kDepthGroup<In> == 1 || engine<In>().mk.row_pairs_by_rows[1] != nullptr;
-  const int64_t max_rows = tile_row_bytes<In>() > 64 ? kInPlaceBMaxRows : kInPlaceBMaxRowsOneLine;
+  const int64_t max_rows = tiles_read_one_line<In>() ? kInPlaceBMaxRowsOneLine : kInPlaceBMaxRows;
   return kernel_reads_rows && b.data && !b.packed && b.row_stride == 1 && m <= max_rows;
 }
 
@@ -616,7 +617,7 @@ constexpr int64_t kInPlaceAMaxColsOneLine = 256;
 
 template <typename In>
 bool reads_a_in_place(const PackSource<In>& a, int64_t n) {
-  const int64_t max_cols = tile_row_bytes<In>() > 64 ? kInPlaceBMaxRows : kInPlaceAMaxColsOneLine;
+  const int64_t max_cols = tiles_read_one_line<In>() ? kInPlaceAMaxColsOneLine : kInPlaceBMaxRows;
   return a.data && a.depth_stride == 1 && n <= max_cols &&
          engine<In>().mk.by_rows_a_in_place[1] != nullptr;
 }
@@ -637,7 +638,7 @@ bool reads_b_in_strips(const PackSource<In>& a, const PackSource<In>& b, int64_t
 // 12 rows 8.4 -> 7.8 ms.
 template <typename In>
 bool reads_b_parked(const PackSource<In>& b, int64_t m) {
-  const bool rows_ok = tile_row_bytes<In>() > 64 || m <= engine<In>().mk.mr;
+  const bool rows_ok = !tiles_read_one_line<In>() || m <= engine<In>().mk.mr;
   return reads_b_in_place(b, m) && b.depth_stride * int64_t(sizeof(In)) >= kParkedRowBytes &&
          rows_ok && engine<In>().mk.parked_by_rows[1];
 }
