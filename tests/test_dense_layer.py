@@ -92,6 +92,19 @@ def test_same_instance_shares_weights():
     assert len(layer.variables) == 2
 
 
+def test_inputs_that_are_not_tensors_are_converted():
+    # Tensors pass through __call__ unconverted; everything else goes through
+    # tf.convert_to_tensor, and gives what the same values as a tensor give.
+    layer = fl.Dense(3, activation="tanh")
+    layer.build((None, 4))
+    values = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    expected = tf.tanh(values @ layer.kernel + layer.bias)
+    for inputs in (values, values.tolist(), tf.Variable(values)):
+        assert_close(layer(inputs), expected)
+    with pytest.raises(TypeError, match="x must be one of"):
+        layer(np.ones((2, 4), np.int32))
+
+
 def test_first_call_inside_tf_function_with_unknown_batch():
     layer = fl.Dense(3, activation="relu")
 
