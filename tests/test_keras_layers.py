@@ -96,6 +96,37 @@ def test_call_runs_the_fused_op(stock_class, fused_class, kwargs, input_shape):
     assert not any(t.startswith("FusedLayers>") for t in graph_op_types(stock, x))
 
 
+@pytest.mark.parametrize("stock_class,fused_class,kwargs,input_shape", FIRST_CASES, ids=FIRST_IDS)
+def test_stateless_call_uses_the_given_weights(stock_class, fused_class, kwargs, input_shape):
+    # The fused call hands the op each variable's current value (variable.value), which
+    # inside stateless_call is the value passed in, not the variable's own.
+    stock, fused = twin_layers(stock_class, fused_class, kwargs, input_shape)
+    x = random_input(input_shape)
+    weights = [tf.random.normal(w.shape) for w in stock.trainable_weights]
+    y_stock, _ = stock.stateless_call(weights, [], x)
+    y_fused, _ = fused.stateless_call(weights, [], x)
+    assert_close(y_fused, y_stock)
+    assert_close(fused(x), stock(x))  # the variables themselves unchanged
+
+
+@pytest.mark.parametrize("stock_class,fused_class,kwargs,input_shape", FIRST_CASES, ids=FIRST_IDS)
+def test_training_step_under_a_distribution_strategy_matches_stock(stock_class, fused_class,
+                                                                   kwargs, input_shape):
+    # Under a strategy each variable's value is a distributed variable, which the op reads.
+    x = random_input(input_shape)
+    results = []
+    for layer_class in (stock_class, fused_class):
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+        with strategy.scope():
+            keras.utils.set_random_seed(3)
+            model = keras.Sequential([keras.Input(input_shape[1:]), layer_class(**kwargs)])
+            model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        model.fit(x, tf.zeros_like(model(x)), epochs=2, batch_size=input_shape[0], verbose=0)
+        results.append(model.get_weights())
+    for fused_weight, stock_weight in zip(results[1], results[0]):
+        assert_close(fused_weight, stock_weight)
+
+
 @pytest.mark.parametrize("stock_class,fused_class,kwargs,input_shape", CASES, ids=CASE_IDS)
 def test_weights_and_config_are_stock(stock_class, fused_class, kwargs, input_shape):
     stock, fused = twin_layers(stock_class, fused_class, kwargs, input_shape, name="layer")

@@ -17,7 +17,7 @@ class _FusedConvMixin(_support.FusedLayerMixin):
         if _support.use_stock_path(inputs):
             return super().call(inputs)
         fused_activation, post_activation = _support.split_activation(self.activation)
-        x = keras.ops.cast(inputs, self.compute_dtype)
+        x = self.compute_cast(inputs)
         channels_first = self.data_format == "channels_first"
         if channels_first:
             x = transpose(x, TO_CHANNELS_LAST, f"{self.name}: inputs")

@@ -55,7 +55,7 @@ class Dense(_support.FusedLayerMixin, keras.layers.Dense):
             return super().call(inputs, training=training)
         fused_activation, post_activation = _support.split_activation(self.activation)
         outputs = fused_dense(
-            keras.ops.cast(inputs, self.compute_dtype),
+            self.compute_cast(inputs),
             self.compute_cast(self.kernel),
             self.compute_cast(self.bias),
             activation=fused_activation,
