@@ -22,6 +22,7 @@
 #include "conv_winograd.h"
 #include "dense.h"
 #include "dtype.h"
+#include "parallel.h"
 
 namespace fusedlayers {
 namespace {
@@ -267,14 +268,35 @@ DenseBackwardArgs<T> as_dense_without_depth(const ConvBackwardArgs<T>& a, int64_
 int64_t small_positions(const ConvGeometry& g) { return g.batch * g.h.small * g.w.small; }
 int64_t big_positions(const ConvGeometry& g) { return g.batch * g.h.big * g.w.big; }
 
+// A convolution with fewer flops than this a pass runs on the calling thread: waking the
+// pool for its phases (im2col, the groups, the weight gradient's waves) costs more than
+// the second thread saves. Ops alone in tf.function, elu, two threads -> one, us:
+// 2x5x5x3 -> 4 k3 (0.03 Mflop) fwd 85 -> 25, fwd+bwd 213 -> 48; 8x28x28x1 -> 32 k4 s2
+// (1.4 Mflop) 116 -> 82 and 386 -> 246; but 32x8x8x16 -> 16 k3 (5.3 Mflop) 136 / 321
+// against 131 / 397, and 32x28x28x1 -> 32 k4 s2 (5.5 Mflop) 180 / 646 against 202 / 835.
+// Which thread runs a phase never changes its result (conv_groups.h), so the rule keeps
+// every convolution deterministic.
+constexpr int64_t kMinParallelConvFlops = int64_t(1) << 22;
+
+// The runner a convolution's passes run on: `runner`, or `serial` below
+// kMinParallelConvFlops (each pass, forward or backward, multiplies every small position's
+// channels by the kernel's taps and big channels once).
+TaskRunner& conv_runner(const ConvGeometry& g, TaskRunner& runner, SerialRunner& serial) {
+  const int64_t flops =
+      2 * small_positions(g) * g.small_channels * g.h.kernel * g.w.kernel * g.big_channels;
+  return flops < kMinParallelConvFlops ? serial : runner;
+}
+
 }  // namespace
 
 // Each op takes the lowered method when its lowered matrix is small enough per image
 // (conv_lowered.h), and the implicit passes above otherwise; float32 passes take
 // Winograd's algorithm first where it saves enough (conv_winograd.h).
 template <typename T>
-void conv2d_forward(const ConvForwardArgs<T>& args, TaskRunner& runner) {
+void conv2d_forward(const ConvForwardArgs<T>& args, TaskRunner& pool) {
   const ConvGeometry& g = args.geometry;
+  SerialRunner serial;
+  TaskRunner& runner = conv_runner(g, pool, serial);
   if (g.big_channels == 0) {
     return dense_forward(as_dense_without_depth(args, small_positions(g), g.small_channels),
                          runner);
@@ -286,8 +308,10 @@ void conv2d_forward(const ConvForwardArgs<T>& args, TaskRunner& runner) {
   conv_forward(args, /*input_is_big=*/true, runner);
 }
 template <typename T>
-void conv2d_backward(const ConvBackwardArgs<T>& args, TaskRunner& runner) {
+void conv2d_backward(const ConvBackwardArgs<T>& args, TaskRunner& pool) {
   const ConvGeometry& g = args.geometry;
+  SerialRunner serial;
+  TaskRunner& runner = conv_runner(g, pool, serial);
   if (g.big_channels == 0) {
     return dense_backward(as_dense_without_depth(args, small_positions(g), g.small_channels),
                           runner);
@@ -299,8 +323,10 @@ void conv2d_backward(const ConvBackwardArgs<T>& args, TaskRunner& runner) {
   conv_backward(args, /*input_is_big=*/true, runner);
 }
 template <typename T>
-void conv2d_transpose_forward(const ConvForwardArgs<T>& args, TaskRunner& runner) {
+void conv2d_transpose_forward(const ConvForwardArgs<T>& args, TaskRunner& pool) {
   const ConvGeometry& g = args.geometry;
+  SerialRunner serial;
+  TaskRunner& runner = conv_runner(g, pool, serial);
   if (g.small_channels == 0) {
     return dense_forward(as_dense_without_depth(args, big_positions(g), g.big_channels), runner);
   }
@@ -311,8 +337,10 @@ void conv2d_transpose_forward(const ConvForwardArgs<T>& args, TaskRunner& runner
   conv_forward(args, /*input_is_big=*/false, runner);
 }
 template <typename T>
-void conv2d_transpose_backward(const ConvBackwardArgs<T>& args, TaskRunner& runner) {
+void conv2d_transpose_backward(const ConvBackwardArgs<T>& args, TaskRunner& pool) {
   const ConvGeometry& g = args.geometry;
+  SerialRunner serial;
+  TaskRunner& runner = conv_runner(g, pool, serial);
   if (g.small_channels == 0) {
     return dense_backward(as_dense_without_depth(args, big_positions(g), g.big_channels),
                           runner);
